@@ -1,0 +1,188 @@
+"""From a normalised 2D image to cases: one per (image, target, granularity).
+
+* image-level labels -> one Image Level case per label;
+* each segmentation target -> a Mask Level and a Contour Level case (same ``pair_id``);
+* each box (or each connected component of a mask, when ``boxes_from_masks`` is set) -> a Box
+  Level case, unless it overlaps a box of another label so much that the question is ambiguous.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from .config import SourceConfig
+from .render import draw_box, draw_contour, draw_mask, encode_png
+from .samples import (
+    BOX_LEVEL,
+    CONTOUR_LEVEL,
+    DET_2D,
+    IMAGE_LEVEL,
+    MASK_LEVEL,
+    Box,
+    Case,
+    Slice2D,
+)
+from .taxonomy import LabelMap, StandardLabel
+
+AMBIGUOUS_BOX_IOU = 0.5
+
+
+def stable_id(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:20]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    inter = ix * iy
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+class CaseMaker:
+    """Turns Slice2D objects of one source into Cases (labels standardised, overlays drawn)."""
+
+    def __init__(self, source: SourceConfig, label_map: LabelMap):
+        self.source = source
+        self.label_map = label_map
+
+    def _std(self, raw: str, s: Slice2D) -> StandardLabel | None:
+        return self.label_map.lookup(raw, file=s.files[0] if s.files else None)
+
+    def _case(
+        self, s: Slice2D, std: StandardLabel, raw: str, granularity: str, png: bytes,
+        region: dict, pair_key: str, original_task: str, exclude: tuple[str, ...] = (),
+    ) -> Case:
+        pair_id = stable_id(s.source, s.sample_id, std.label, pair_key)
+        return Case(
+            case_id=stable_id(pair_id, granularity),
+            pair_id=pair_id,
+            source=s.source,
+            sample_id=s.sample_id,
+            files=s.files,
+            group=s.group,
+            granularity=granularity,
+            original_task=original_task,
+            raw_label=raw,
+            label=std.label,
+            task=std.task,
+            department=std.department,
+            modality=self.source.modality,
+            png=png,
+            region=region,
+            axis=s.axis,
+            slice_index=s.slice_index,
+            exclude=exclude,
+        )
+
+    def cases(self, s: Slice2D) -> Iterator[Case]:
+        yield from self._image_level(s)
+        yield from self._segmentation(s)
+        yield from self._boxes(s)
+
+    def _image_level(self, s: Slice2D) -> Iterator[Case]:
+        if not s.labels:
+            return
+        stds = [(raw, self._std(raw, s)) for raw in s.labels]
+        kept = [(raw, std) for raw, std in stds if std is not None]
+        true_labels = tuple(sorted({std.label for _, std in kept}))
+        png = encode_png(s.rgb) if kept else b""
+        seen: set[str] = set()
+        for raw, std in kept:
+            if std.label in seen:
+                continue
+            seen.add(std.label)
+            others = tuple(x for x in true_labels if x != std.label)
+            yield self._case(s, std, raw, IMAGE_LEVEL, png, {}, "image", s.original_task, others)
+
+    def _merged_masks(self, s: Slice2D) -> dict[str, tuple[StandardLabel, str, np.ndarray]]:
+        """Canonical label -> (std, raw labels, union mask): 'left/right kidney' -> 'kidney'."""
+        merged: dict[str, tuple[StandardLabel, str, np.ndarray]] = {}
+        for raw, mask in sorted(s.target_masks.items()):
+            std = self._std(raw, s)
+            if std is None or not mask.any():
+                continue
+            if std.label in merged:
+                old_std, old_raw, old_mask = merged[std.label]
+                merged[std.label] = (old_std, f"{old_raw}+{raw}", old_mask | mask)
+            else:
+                merged[std.label] = (std, raw, mask.astype(bool))
+        return merged
+
+    def _segmentation(self, s: Slice2D) -> Iterator[Case]:
+        if not s.target_masks:
+            return
+        merged = self._merged_masks(s)
+        all_labels = tuple(sorted(merged))
+        for label, (std, raw, mask) in merged.items():
+            ys, xs = np.nonzero(mask)
+            region = {
+                "mask_area": int(mask.sum()),
+                "mask_bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+            }
+            if s.extra.get("target_slices"):
+                region["slice_policy"] = s.extra["target_slices"].get(raw)
+            others = tuple(x for x in all_labels if x != label and _overlaps(mask, merged[x][2]))
+            if self.source.segmentation:
+                for granularity, drawn in (
+                    (MASK_LEVEL, draw_mask(s.rgb, mask)),
+                    (CONTOUR_LEVEL, draw_contour(s.rgb, mask)),
+                ):
+                    yield self._case(
+                        s, std, raw, granularity, encode_png(drawn), region, "segment",
+                        s.original_task, others,
+                    )
+            if self.source.boxes_from_masks is not None:
+                yield from self._component_boxes(s, std, raw, mask, others)
+
+    def _component_boxes(
+        self, s: Slice2D, std: StandardLabel, raw: str, mask: np.ndarray, others: tuple[str, ...]
+    ) -> Iterator[Case]:
+        min_area = self.source.boxes_from_masks.min_area  # type: ignore[union-attr]
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[k])
+            if area < min_area:
+                continue
+            box = Box(x, y, x + w, y + h, raw)
+            region = {"box": [x, y, x + w, y + h], "component_area": area}
+            yield self._case(
+                s, std, raw, BOX_LEVEL, encode_png(draw_box(s.rgb, *box_xyxy(box))), region,
+                f"component:{x},{y},{w},{h}", s.original_task, others,
+            )
+
+    def _boxes(self, s: Slice2D) -> Iterator[Case]:
+        h, w = s.rgb.shape[:2]
+        boxes = [b.clipped(w, h) for b in s.boxes]
+        stds = [self._std(b.raw_label, s) for b in boxes]
+        for i, (box, std) in enumerate(zip(boxes, stds)):
+            if std is None or box.area <= 0:
+                continue
+            ambiguous = any(
+                j != i and o is not None and o.label != std.label
+                and box_iou(box, boxes[j]) > AMBIGUOUS_BOX_IOU
+                for j, o in enumerate(stds)
+            )
+            if ambiguous:
+                continue
+            region = {"box": [round(v, 2) for v in box_xyxy(box)]}
+            yield self._case(
+                s, std, box.raw_label, BOX_LEVEL, encode_png(draw_box(s.rgb, *box_xyxy(box))),
+                region, f"box:{i}:{box_xyxy(box)}", DET_2D,
+            )
+
+
+def box_xyxy(b: Box) -> tuple[float, float, float, float]:
+    return (b.x0, b.y0, b.x1, b.y1)
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Another target that covers most of this one would also be a right answer."""
+    inter = np.logical_and(a, b).sum()
+    return bool(inter > 0.5 * min(a.sum(), b.sum()))
+
+

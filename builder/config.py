@@ -1,0 +1,309 @@
+"""``sources.yaml``: the declarative description of a build, validated before any work starts.
+
+Every problem is reported as ``<file>: <key path>: <reason>`` (for example
+``sources.yaml: sources[1].format: unknown format 'niftii'; known: ...``) and raises
+:class:`~gmai_build.errors.ConfigError`. Paths in the file are relative to the file itself;
+``${VAR}`` / ``${VAR:-default}`` expand environment variables and ``{pkg:NAME}`` expands to the
+folder of an installed Python package (so examples can use real files shipped on PyPI).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+CT_WINDOWS: dict[str, tuple[float, float]] = {  # name -> (width, level) in HU
+    "soft_tissue": (400, 40),
+    "lung": (1500, -600),
+    "bone": (2500, 480),
+    "brain": (80, 40),
+    "liver": (150, 90),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Window(Strict):
+    width: float = Field(gt=0)
+    level: float
+
+
+class IntensityConfig(Strict):
+    """How a 3D (or 16-bit) image becomes 8-bit: a CT window or a percentile clip."""
+
+    window: Literal["soft_tissue", "lung", "bone", "brain", "liver"] | Window | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1] <= 100:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        return v
+
+    def window_width_level(self) -> tuple[float, float] | None:
+        if self.window is None:
+            return None
+        if isinstance(self.window, Window):
+            return (self.window.width, self.window.level)
+        return CT_WINDOWS[self.window]
+
+
+class SlicingConfig(Strict):
+    """How a 3D volume becomes 2D questions: which axis, and which slices per label."""
+
+    axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    min_area: int = Field(default=16, ge=1, description="min label pixels on a slice")
+    per_label: int = Field(default=1, ge=1, description="slices per label per volume")
+    strategy: Literal["largest", "even"] = "largest"
+
+
+class BoxesFromMasks(Strict):
+    """Derive Box-level cases from segmentation masks by connected components."""
+
+    min_area: int = Field(default=20, ge=1)
+
+
+class SourceConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    format: str
+    root: Path
+    modality: str
+    label_map: Path
+    license: str = Field(min_length=1)
+    citation: str = Field(min_length=1)
+    patient_key: str | None = Field(
+        default=None,
+        description="regex on the item's relative path; first group (or whole match) = group",
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+    intensity: IntensityConfig = Field(default_factory=IntensityConfig)
+    slicing: SlicingConfig = Field(default_factory=SlicingConfig)
+    boxes_from_masks: BoxesFromMasks | None = None
+    segmentation: bool = Field(default=True, description="emit mask+contour cases for masks")
+
+    @field_validator("patient_key")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return v
+
+
+class OptionCount(Strict):
+    min: int = Field(default=2, ge=2, le=5)
+    max: int = Field(default=5, ge=2, le=5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OptionCount:
+        if self.min > self.max:
+            raise ValueError("options.min must be <= options.max")
+        return self
+
+
+class BuildSettings(Strict):
+    name: str = Field(default="GMAI-build", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    out: Path | None = None
+    seed: int = 0
+    val_fraction: float = Field(default=0.18, gt=0, lt=1)
+    per_label_cap: int = Field(default=30, ge=1)
+    options: OptionCount = Field(default_factory=OptionCount)
+    workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
+    question_pool: Path | None = None
+    vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
+
+
+class SourcesFile(Strict):
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    sources: list[SourceConfig] = Field(min_length=1)
+
+
+class Config:
+    """A validated sources.yaml with paths resolved against its own folder."""
+
+    def __init__(self, path: Path, model: SourcesFile, raw_text: str):
+        self.path = path
+        self.build = model.build
+        self.sources = model.sources
+        self.config_hash = hashlib.sha256(raw_text.encode()).hexdigest()
+
+    def source(self, name: str) -> SourceConfig:
+        return next(s for s in self.sources if s.name == name)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PKG = re.compile(r"\{pkg:([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+def expand_path(text: str, base: Path, where: str) -> Path:
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``{pkg:NAME}``, then resolve against base."""
+
+    def env(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1)) or m.group(2)
+        if value is None:
+            raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+        return value
+
+    def pkg(m: re.Match[str]) -> str:
+        spec = importlib.util.find_spec(m.group(1))
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{where}: Python package '{m.group(1)}' is not installed")
+        return str(Path(list(spec.submodule_search_locations)[0]))
+
+    expanded = _PKG.sub(pkg, _ENV.sub(env, text))
+    path = Path(expanded).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a sources.yaml; raise ConfigError naming file, key path and reason."""
+    from .converters import registry
+    from .taxonomy import MODALITIES
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'build' and 'sources' keys")
+    try:
+        model = SourcesFile.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _loc(err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{err['loc'][-1]}'"
+                allowed = _allowed_keys(err["loc"])
+                hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+                if hint:
+                    msg += f" (did you mean '{hint[0]}'?)"
+            lines.append(f"{path}: {where}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+    base = path.parent
+    converters = registry()
+    seen: set[str] = set()
+    problems: list[str] = []
+    for i, src in enumerate(model.sources):
+        where = f"{path}: sources[{i}]"
+        if src.name in seen:
+            problems.append(f"{where}.name: duplicate source name '{src.name}'")
+        seen.add(src.name)
+        if src.format not in converters:
+            hint = difflib.get_close_matches(src.format, list(converters), n=1)
+            problems.append(
+                f"{where}.format: unknown format '{src.format}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; known: {', '.join(converters)}"
+            )
+        else:
+            try:
+                src.options = converters[src.format].Options.model_validate(src.options)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    msg = (
+                        f"unknown option '{err['loc'][-1]}' for format '{src.format}'"
+                        if err["type"] == "extra_forbidden"
+                        else err["msg"]
+                    )
+                    problems.append(f"{where}.options.{_loc(err['loc'])}: {msg}")
+        if src.modality not in MODALITIES:
+            hint = difflib.get_close_matches(src.modality, MODALITIES, n=1)
+            problems.append(
+                f"{where}.modality: '{src.modality}' is not a GMAI-MMBench modality"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            )
+        try:
+            src.root = expand_path(str(src.root), base, f"{where}.root")
+            if not src.root.exists():
+                problems.append(f"{where}.root: {src.root} does not exist")
+        except ConfigError as exc:
+            problems.append(str(exc))
+        try:
+            src.label_map = _resolve_label_map(str(src.label_map), base, f"{where}.label_map")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    b = model.build
+    if b.out is not None:
+        b.out = expand_path(str(b.out), base, f"{path}: build.out")
+    if b.question_pool is not None:
+        b.question_pool = expand_path(str(b.question_pool), base, f"{path}: build.question_pool")
+        if not b.question_pool.is_file():
+            problems.append(f"{path}: build.question_pool: {b.question_pool} does not exist")
+    resolved = []
+    for j, voc in enumerate(b.vocabulary):
+        p = expand_path(str(voc), base, f"{path}: build.vocabulary[{j}]")
+        if not p.is_file():
+            problems.append(f"{path}: build.vocabulary[{j}]: {p} does not exist")
+        resolved.append(p)
+    b.vocabulary = resolved
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Config(path, model, text)
+
+
+def _resolve_label_map(value: str, base: Path, where: str) -> Path:
+    """A label map path relative to sources.yaml, else a bundled one in label_maps/sources/."""
+    candidate = expand_path(value, base, where)
+    if candidate.is_file():
+        return candidate
+    from .taxonomy import BUNDLED_SOURCE_MAPS
+
+    for name in (value, value + ".yaml"):
+        bundled = BUNDLED_SOURCE_MAPS / name
+        if bundled.is_file():
+            return bundled
+    raise ConfigError(
+        f"{where}: label map '{value}' not found (looked for {candidate} and in {BUNDLED_SOURCE_MAPS})"
+    )
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = SourcesFile
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        candidates = [ann, *(inner or ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            for c in candidates:
+                for a in getattr(c, "__args__", ()) or ():
+                    if isinstance(a, type) and issubclass(a, BaseModel):
+                        nxt = a
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)

@@ -1,0 +1,97 @@
+"""The converter contract and the registry that maps a source's ``format:`` to a converter.
+
+A converter knows one on-disk *layout* (not one dataset). It works in two steps so the pipeline
+can plan, cap and parallelise before any pixels are read:
+
+* :meth:`Converter.discover` lists :class:`Item` objects cheaply (paths, and raw labels when a
+  table or folder name already tells them);
+* :meth:`Converter.load` reads one item and yields :class:`~gmai_build.samples.Sample` objects.
+
+Items must be picklable: worker processes receive them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import BuildError
+from ..samples import Sample
+
+
+class NoOptions(BaseModel):
+    """Options model for converters that take none (unknown keys are rejected)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work of a source: typically one image file, volume or series."""
+
+    key: str  # stable id within the source, e.g. the path relative to the root
+    paths: tuple[str, ...]  # files it will read, relative to the source root
+    labels: tuple[str, ...] | None = None  # raw image-level labels, when known before loading
+    group: str | None = None  # patient/group key when the layout knows it
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Converter:
+    """Base class: subclasses set ``format`` and ``Options`` and implement discover/load."""
+
+    format: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, source_name: str, root: Path, options: BaseModel):
+        self.source = source_name
+        self.root = root
+        self.options = options
+
+    def discover(self) -> Iterable[Item]:
+        raise NotImplementedError
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    # Helpers shared by converters -------------------------------------------------------
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def error(self, reason: str, file: str | Path | None = None) -> BuildError:
+        return BuildError(reason, source=self.source, file=file)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+_REGISTRY: dict[str, type[Converter]] = {}
+
+
+def register(cls: type[Converter]) -> type[Converter]:
+    """Class decorator: make a converter available under its ``format`` name."""
+    if cls.format in _REGISTRY and _REGISTRY[cls.format] is not cls:
+        raise ValueError(f"two converters claim format '{cls.format}'")
+    _REGISTRY[cls.format] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Converter]]:
+    """All converters: built-in ones plus the ``gmai_build.converters`` entry-point group."""
+    from . import _builtin  # noqa: F401  (importing registers the built-in converters)
+
+    for ep in entry_points(group="gmai_build.converters"):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = ep.load()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_converter(format_name: str) -> type[Converter]:
+    converters = registry()
+    if format_name not in converters:
+        raise KeyError(format_name)
+    return converters[format_name]

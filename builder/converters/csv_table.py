@@ -1,0 +1,111 @@
+"""CSV/TSV label table: one row per image with its path, its label and optionally a patient id.
+
+Image paths in the table are relative to ``image_root`` (default: the source root). Several
+rows may name the same image (multi-label); their labels are merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from ..image2d import read_image
+from ..samples import Sample
+from .base import Converter, Item, register
+
+
+class TableOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    table: str  # path relative to the source root (or absolute)
+    image_column: str
+    label_column: str
+    patient_column: str | None = None
+    separator: str | None = None  # default: tab for .tsv, comma otherwise
+    image_root: str | None = None  # folder the image paths are relative to (default: root)
+    label_separator: str | None = None  # e.g. "|" for "a|b" multi-label cells
+
+
+def read_table(path: Path, opts: TableOptions) -> pd.DataFrame:
+    sep = opts.separator or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    # Labels stay text: "0"/"1" must not become floats, "None" must not become NaN silently.
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+
+
+@register
+class CsvTable(Converter):
+    format = "csv_table"
+    Options = TableOptions
+
+    def _table_path(self) -> Path:
+        p = Path(self.options.table)  # type: ignore[attr-defined]
+        return p if p.is_absolute() else self.root / p
+
+    def _image_root(self) -> Path:
+        opts: TableOptions = self.options  # type: ignore[assignment]
+        if opts.image_root is None:
+            return self.root
+        p = Path(opts.image_root)
+        return p if p.is_absolute() else self.root / p
+
+    def discover(self) -> Iterator[Item]:
+        opts: TableOptions = self.options  # type: ignore[assignment]
+        table = self._table_path()
+        if not table.is_file():
+            raise self.error("label table not found (options.table)", table)
+        try:
+            df = read_table(table, opts)
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise self.error(f"cannot parse label table: {exc}", table) from None
+        needed = [opts.image_column, opts.label_column] + (
+            [opts.patient_column] if opts.patient_column else []
+        )
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise self.error(
+                f"column(s) {missing} not in the table; it has {list(df.columns)}", table
+            )
+        labels: dict[str, list[str]] = {}
+        groups: dict[str, str] = {}
+        for row_no, row in enumerate(df.itertuples(index=False), start=2):
+            rec = dict(zip(df.columns, row))
+            image = rec[opts.image_column].strip()
+            if not image:
+                raise self.error(f"row {row_no}: empty image path", table)
+            cell = rec[opts.label_column].strip()
+            if cell == "":
+                raise self.error(f"row {row_no}: empty label for {image}", table)
+            parts = cell.split(opts.label_separator) if opts.label_separator else [cell]
+            bucket = labels.setdefault(image, [])
+            bucket.extend(p.strip() for p in parts if p.strip() and p.strip() not in bucket)
+            if opts.patient_column:
+                groups[image] = rec[opts.patient_column].strip() or image
+        image_root = self._image_root()
+        base = self.root
+        for image in sorted(labels):
+            path = image_root / image
+            try:
+                rel = path.relative_to(base).as_posix()
+            except ValueError:
+                rel = path.as_posix()
+            yield Item(key=rel, paths=(rel,), labels=tuple(labels[image]), group=groups.get(image))
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        path = Path(item.paths[0])
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file():
+            raise self.error(f"image listed in {self._table_path().name} does not exist", path)
+        try:
+            image = read_image(path)
+        except ValueError as exc:
+            raise self.error(str(exc), path) from None
+        yield Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or item.key,
+            image=image,
+            labels=item.labels or (),
+        )

@@ -1,0 +1,54 @@
+"""Folder-per-class layout: ``root/<class name>/**/<image>`` (PNG, JPEG, BMP, TIFF).
+
+The folder name is the raw label (mapped by the source's label map). This is the ImageFolder
+layout of torchvision and of most Kaggle classification sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from ..image2d import IMAGE_SUFFIXES, read_image
+from ..samples import Sample
+from .base import Converter, Item, register
+
+
+class FolderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    extensions: list[str] | None = None  # default: png, jpg, jpeg, bmp, tif, tiff
+    recursive: bool = True
+
+
+@register
+class FolderPerClass(Converter):
+    format = "folder_per_class"
+    Options = FolderOptions
+
+    def discover(self) -> Iterator[Item]:
+        opts: FolderOptions = self.options  # type: ignore[assignment]
+        suffixes = {("." + e.lower().lstrip(".")) for e in opts.extensions} if opts.extensions else IMAGE_SUFFIXES
+        class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not class_dirs:
+            raise self.error("no class folders found (expected root/<class>/<images>)", self.root)
+        for class_dir in class_dirs:
+            files = class_dir.rglob("*") if opts.recursive else class_dir.glob("*")
+            for path in sorted(files):
+                if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
+                    rel = self.relative(path)
+                    yield Item(key=rel, paths=(rel,), labels=(class_dir.name,))
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        try:
+            image = read_image(self.path(item.paths[0]))
+        except ValueError as exc:
+            raise self.error(str(exc), self.path(item.paths[0])) from None
+        yield Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or item.key,
+            image=image,
+            labels=item.labels or (),
+        )

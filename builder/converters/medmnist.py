@@ -1,0 +1,95 @@
+"""MedMNIST ``.npz`` files: ``{train,val,test}_images`` and ``{train,val,test}_labels``.
+
+2D sets (N x H x W or N x H x W x 3) become image-level samples; the label array is N x 1 for
+multi-class sets and N x K (0/1) for multi-label sets (ChestMNIST), where the raw labels are the
+indices of the positive columns. MedMNIST has no patient ids: each image is its own group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..samples import Sample
+from .base import Converter, Item, register
+
+SPLITS = ("train", "val", "test")
+
+
+class MedMnistOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str | None = None  # the .npz inside root (default: the only .npz there, or root itself)
+    splits: list[str] = list(SPLITS)
+    multi_label: bool | None = None  # default: inferred from the label array's width
+
+
+@lru_cache(maxsize=4)
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+@register
+class MedMnist(Converter):
+    format = "medmnist"
+    Options = MedMnistOptions
+
+    def _file(self) -> Path:
+        opts: MedMnistOptions = self.options  # type: ignore[assignment]
+        if opts.file:
+            return self.root / opts.file
+        if self.root.is_file():
+            return self.root
+        found = sorted(self.root.glob("*.npz"))
+        if len(found) != 1:
+            raise self.error(
+                f"expected exactly one .npz in the root, found {len(found)}; set options.file",
+                self.root,
+            )
+        return found[0]
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        path = self._file()
+        try:
+            return _load_npz(str(path))
+        except (OSError, ValueError) as exc:
+            raise self.error(f"cannot read MedMNIST npz: {exc}", path) from None
+
+    def discover(self) -> Iterator[Item]:
+        opts: MedMnistOptions = self.options  # type: ignore[assignment]
+        arrays = self._arrays()
+        path = self._file()
+        rel = path.name if path == self.root else self.relative(path)
+        for split in opts.splits:
+            if f"{split}_images" not in arrays or f"{split}_labels" not in arrays:
+                raise self.error(f"no '{split}_images'/'{split}_labels' arrays", path)
+            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if images.ndim not in (3, 4) or len(images) != len(labels):
+                raise self.error(
+                    f"'{split}' images {images.shape} and labels {labels.shape} do not match", path
+                )
+            labels = labels.reshape(len(labels), -1)
+            multi = opts.multi_label if opts.multi_label is not None else labels.shape[1] > 1
+            for i in range(len(images)):
+                raw = (
+                    tuple(str(j) for j in np.flatnonzero(labels[i]))
+                    if multi
+                    else (str(int(labels[i, 0])),)
+                )
+                key = f"{rel}:{split}/{i}"
+                yield Item(key=key, paths=(rel,), labels=raw, data={"split": split, "i": i})
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        image = self._arrays()[f"{item.data['split']}_images"][item.data["i"]]
+        yield Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or item.key,
+            image=np.asarray(image),
+            labels=item.labels or (),
+        )

@@ -1,0 +1,27 @@
+"""One error type for everything a user can get wrong: it always names where and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BuildError(Exception):
+    """A problem with the user's input, reported as ``source: file: reason``.
+
+    The CLI prints ``str(error)`` and exits non-zero; nothing already published is touched.
+    """
+
+    def __init__(self, reason: str, *, source: str | None = None, file: str | Path | None = None):
+        self.reason = reason
+        self.source = source
+        self.file = str(file) if file is not None else None
+        parts = []
+        if source:
+            parts.append(f"source '{source}'")
+        if self.file:
+            parts.append(f"file {self.file}")
+        super().__init__((": ".join(parts) + ": " if parts else "") + reason)
+
+
+class ConfigError(BuildError):
+    """Invalid sources.yaml, label map or question pool (raised before any work starts)."""

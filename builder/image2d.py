@@ -1,0 +1,38 @@
+"""Reading 2D image files (PNG, JPEG, BMP, TIFF) into arrays, with clear errors.
+
+Pillow decodes every mode (palette, 16-bit grey, RGBA, CMYK); palette images are expanded to
+their colours. The caller turns the array into RGB uint8 with :func:`normalize.normalize_2d`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Pixel array of a 2D image file: HxW (grey, any bit depth) or HxWx3/4 (uint8 colour)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("RGB")
+            elif mode == "LA":
+                img = img.convert("RGBA")
+            elif mode == "1":
+                img = img.convert("L")
+            elif mode == "PA":
+                img = img.convert("RGBA")
+            array = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image: {exc}") from exc
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise ValueError(f"unexpected image shape {array.shape}")
+    return array

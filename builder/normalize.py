@@ -1,0 +1,69 @@
+"""Intensity normalisation: any 2D array (grey, 16-bit, float, palette-expanded, RGBA) -> RGB uint8.
+
+CT data is windowed (width/level in Hounsfield units, presets in ``config.CT_WINDOWS``); MR and
+other high-bit-depth data are clipped at percentiles of their non-zero pixels; 8-bit data is kept
+as it is so photographs are reproduced exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import IntensityConfig
+
+
+def window(array: np.ndarray, width: float, level: float) -> np.ndarray:
+    """Map [level - width/2, level + width/2] linearly onto 0..255 (DICOM-style clipping)."""
+    low = level - width / 2.0
+    scaled = (array.astype(np.float64) - low) / width * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def percentile_clip(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip to percentiles of the non-zero pixels (background excluded), scale to 0..255."""
+    data = array.astype(np.float64)
+    nonzero = data[data != 0]
+    if nonzero.size == 0:
+        return np.zeros(array.shape, np.uint8)
+    lo, hi = np.percentile(nonzero, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    scaled = (data - lo) / (hi - lo) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_uint8(array: np.ndarray, intensity: IntensityConfig, is_ct: bool = False) -> np.ndarray:
+    """One channel or RGB array of any dtype -> uint8, by the source's declared rule."""
+    ww = intensity.window_width_level()
+    if ww is not None:
+        return window(array, *ww)
+    if is_ct:  # CT without a declared window: soft tissue is the safe default
+        return window(array, 400, 40)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    return percentile_clip(array, *intensity.percentiles)
+
+
+def to_rgb(array: np.ndarray) -> np.ndarray:
+    """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> HxWx3 uint8 (alpha composited over black)."""
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 4:
+        alpha = array[:, :, 3:4].astype(np.uint16)
+        return ((array[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    raise ValueError(f"cannot make an RGB image from an array of shape {array.shape}")
+
+
+def normalize_2d(array: np.ndarray, intensity: IntensityConfig, is_ct: bool = False) -> np.ndarray:
+    """Any 2D image array -> HxWx3 uint8 RGB."""
+    if array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype != np.uint8:
+        # High bit-depth colour: scale all channels together to keep the hue.
+        colour = to_uint8(array[:, :, :3], intensity, is_ct)
+        return to_rgb(colour)
+    return to_rgb(to_uint8(array, intensity, is_ct))

@@ -1,0 +1,372 @@
+"""The build: sources.yaml -> converters -> slices -> cases -> questions -> split -> outputs.
+
+Items of a source are processed in parallel worker processes (read, normalise, standardise,
+render); the main process parks rendered PNGs in an on-disk spool, then selects, writes and
+publishes. Only metadata stays in memory, so memory does not grow with image count or size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import platform
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import __version__
+from .cases import CaseMaker, stable_id
+from .config import Config, SourceConfig
+from .converters import Converter, Item, get_converter
+from .errors import BuildError
+from .questions import DistractorPools, QuestionPool, make_question, reuse_question
+from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
+from .slicing import to_slices
+from .split import VAL, group_key, split_of
+from .taxonomy import LabelMap, Vocabulary, load_vocabulary
+from .writer import (
+    BUILD_INFO,
+    MANIFEST,
+    TEST_COLUMNS,
+    TSV_COLUMNS,
+    ImageSpool,
+    b64,
+    publish,
+    read_manifest,
+    staging,
+    summary_markdown,
+    summary_tables,
+    write_json,
+    write_jsonl,
+    write_tsv,
+)
+
+
+@dataclass
+class SourceContext:
+    """What a worker needs to turn an item of one source into cases."""
+
+    config: SourceConfig
+    converter: Converter
+    label_map: LabelMap
+    maker: CaseMaker
+
+
+def prepare(config: Config) -> tuple[Vocabulary, dict[str, SourceContext], QuestionPool]:
+    """Load vocabulary, label maps, question pool and converters: fails before any work."""
+    vocab = load_vocabulary(config.build.vocabulary)
+    contexts = {}
+    for src in config.sources:
+        label_map = LabelMap(src.label_map, src.name, vocab)
+        conv = get_converter(src.format)(src.name, src.root, src.options)  # type: ignore[arg-type]
+        contexts[src.name] = SourceContext(src, conv, label_map, CaseMaker(src, label_map))
+    pool = QuestionPool(config.build.question_pool)
+    return vocab, contexts, pool
+
+
+def discover(ctx: SourceContext) -> list[Item]:
+    try:
+        items = list(ctx.converter.discover())
+    except BuildError:
+        raise
+    except Exception as exc:  # a converter bug or unreadable layout: still name the source
+        raise BuildError(f"cannot list items: {type(exc).__name__}: {exc}",
+                         source=ctx.config.name, file=ctx.config.root) from exc
+    if not items:
+        raise BuildError("no images found", source=ctx.config.name, file=ctx.config.root)
+    keys = [i.key for i in items]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k, n in Counter(keys).items() if n > 1)
+        raise BuildError(f"two items share the key '{dup}'", source=ctx.config.name)
+    return items
+
+
+def check_known_labels(ctx: SourceContext, items: list[Item]) -> None:
+    """Raw labels known at discovery must all be in the label map (fails fast, before reading)."""
+    for item in items:
+        for raw in item.labels or ():
+            ctx.label_map.lookup(raw, file=item.paths[0] if item.paths else None)
+
+
+# Worker side ---------------------------------------------------------------------------------
+_CONTEXT: SourceContext | None = None
+
+
+def _cases_of_item(item: Item) -> list[Case]:
+    ctx = _CONTEXT
+    assert ctx is not None
+    src = ctx.config
+    group = group_key(item.key, item.group or item.key, src.patient_key)
+    try:
+        cases: list[Case] = []
+        for sample in ctx.converter.load(item):
+            sample.group = group_key(item.key, sample.group or group, src.patient_key)
+            for s in to_slices(sample, src):
+                cases.extend(ctx.maker.cases(s))
+        return cases
+    except BuildError:
+        raise
+    except Exception as exc:
+        file = ctx.converter.path(item.paths[0]) if item.paths else src.root
+        raise BuildError(f"{type(exc).__name__}: {exc}", source=src.name, file=file) from None
+
+
+def iter_cases(ctx: SourceContext, items: list[Item], workers: int) -> Iterator[list[Case]]:
+    """Cases per item, in item order (deterministic whatever the number of workers)."""
+    global _CONTEXT
+    _CONTEXT = ctx
+    if workers <= 1 or len(items) < 4 or "fork" not in mp.get_all_start_methods():
+        yield from map(_cases_of_item, items)
+        return
+    # fork: workers inherit the context (converter, label map) without pickling it.
+    with mp.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_cases_of_item, items, chunksize=max(1, min(16, len(items) // (4 * workers))))
+
+
+# Selection -----------------------------------------------------------------------------------
+def cap_family(granularity: str) -> str:
+    """Mask and contour cases of one target are capped (and kept) together."""
+    return "segmentation" if granularity in (MASK_LEVEL, CONTOUR_LEVEL) else granularity
+
+
+def rank(seed: int, pair_id: str) -> str:
+    return hashlib.sha256(f"{seed}:rank:{pair_id}".encode()).hexdigest()
+
+
+def prefilter_items(
+    ctx: SourceContext, items: list[Item], cap: int, seed: int, previous: dict[str, dict]
+) -> list[Item]:
+    """Skip reading images that the per-label cap would drop anyway (labels known up front).
+
+    Keeps, per canonical label, the ``cap`` best-ranked items (same ranking as the final cap,
+    so the result is identical to reading everything) plus any item a previous build used.
+    """
+    if any(item.labels is None for item in items):
+        return items
+    best: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    keep: set[int] = set()
+    for n, item in enumerate(items):
+        for raw in item.labels or ():
+            std = ctx.label_map.lookup(raw, file=item.paths[0] if item.paths else None)
+            if std is None:
+                continue
+            pair_id = stable_id(ctx.config.name, item.key, std.label, "image")
+            if stable_id(pair_id, IMAGE_LEVEL) in previous:
+                keep.add(n)
+            best[std.label].append((rank(seed, pair_id), n))
+    for entries in best.values():
+        keep.update(n for _, n in sorted(entries)[:cap])
+    return [items[n] for n in sorted(keep)]
+
+
+def select_by_cap(cases: list[Case], cap: int, seed: int, previous: dict[str, dict]) -> list[Case]:
+    """At most ``cap`` targets per (label, granularity family); previous questions first."""
+    units: dict[tuple[str, str], dict[str, list[Case]]] = defaultdict(lambda: defaultdict(list))
+    for c in cases:
+        units[(c.label, cap_family(c.granularity))][c.pair_id].append(c)
+    chosen: set[str] = set()
+    for by_pair in units.values():
+        order = sorted(
+            by_pair,
+            key=lambda p: (not any(c.case_id in previous for c in by_pair[p]), rank(seed, p)),
+        )
+        chosen.update(order[:cap])
+    return [c for c in cases if c.pair_id in chosen]
+
+
+# The build -----------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_workers() -> int:
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def build(
+    config: Config,
+    out_dir: Path,
+    workers: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole build and publish into ``out_dir``; returns the summary."""
+    b = config.build
+    n_workers = workers if workers is not None else (b.workers or default_workers())
+    vocab, contexts, pool = prepare(config)
+    previous = read_manifest(out_dir)
+    for ctx in contexts.values():  # cheap checks for every source before any image is read
+        ctx.items = discover(ctx)  # type: ignore[attr-defined]
+        check_known_labels(ctx, ctx.items)  # type: ignore[attr-defined]
+
+    with staging(out_dir) as stage:
+        spool = ImageSpool(stage / "images.spool")
+        cases: list[Case] = []
+        refs: dict[str, tuple[int, int]] = {}
+        inputs: dict[str, dict[str, str]] = {}
+        for ctx in contexts.values():
+            src = ctx.config
+            items = prefilter_items(ctx, ctx.items, b.per_label_cap, b.seed, previous)  # type: ignore[attr-defined]
+            bar = tqdm(total=len(items), desc=f"{src.name}", unit="item", disable=not progress,
+                       file=sys.stderr)
+            for item_cases in iter_cases(ctx, items, n_workers):
+                for c in item_cases:
+                    if c.case_id in refs:
+                        raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
+                                         source=src.name)
+                    refs[c.case_id] = spool.put(c.png)
+                    cases.append(replace(c, png=b""))
+                bar.update(1)
+            bar.close()
+            files = sorted({p for item in items for p in item.paths})
+            inputs[src.name] = {
+                p: sha256_file(ctx.converter.path(p)) for p in files if ctx.converter.path(p).is_file()
+            }
+
+        selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
+        pools = DistractorPools(selected, vocab, pool)
+        letter_counts: Counter[str] = Counter()
+        questions = []
+        skipped: Counter[str] = Counter()
+        reused = [c for c in selected if _reusable(previous.get(c.case_id), c)]
+        for c in reused:
+            questions.append(reuse_question(c, previous[c.case_id], letter_counts))
+        reused_ids = {c.case_id for c in reused}
+        for c in selected:
+            if c.case_id in reused_ids:
+                continue
+            q = make_question(c, pools, pool, b.seed, b.options, letter_counts)
+            if q is None:
+                skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
+                continue
+            questions.append(q)
+
+        next_index = max((r["index"] for r in previous.values()), default=-1) + 1
+        records = []
+        for q in questions:
+            c = q.case
+            old = previous.get(c.case_id) if c.case_id in reused_ids else None
+            if old is not None:
+                index = old["index"]
+            else:
+                index, next_index = next_index, next_index + 1
+            records.append(_record(q, index, split_of(c.source, c.group, b.val_fraction), b.seed, spool, refs))
+        records.sort(key=lambda r: r["index"])
+        _check_no_leak(records)
+
+        name = b.name
+        val_rows = [r for r in records if r["split"] == VAL]
+        test_rows = [r for r in records if r["split"] != VAL]
+        row = lambda r: _tsv_row(r, spool.get(refs[r["case_id"]]))  # noqa: E731
+        write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, (row(r) for r in val_rows))
+        write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, (row(r) for r in test_rows))
+        write_tsv(stage / f"{name}_TEST_answers.tsv", ["index", "answer"],
+                  ({"index": r["index"], "answer": r["answer"]} for r in test_rows))
+        spool.close()
+        write_jsonl(stage / MANIFEST, records)
+        summary = summary_tables(records)
+        summary["skipped"] = dict(sorted(skipped.items()))
+        write_json(stage / "summary.json", summary)
+        (stage / "summary.md").write_text(summary_markdown(summary, name))
+        write_json(stage / BUILD_INFO, _build_info(config, inputs, summary, previous))
+        outputs = [f"{name}_VAL.tsv", f"{name}_TEST.tsv", f"{name}_TEST_answers.tsv",
+                   "summary.json", "summary.md", BUILD_INFO, MANIFEST]
+        publish(stage, out_dir, outputs)
+    log(summary_markdown(summary, name))
+    return summary
+
+
+def _reusable(old: dict | None, c: Case) -> bool:
+    return old is not None and old["category"] == c.label and old["source"] == c.source
+
+
+def _check_no_leak(records: list[dict[str, Any]]) -> None:
+    splits: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in records:
+        splits[(r["source"], r["group"])].add(r["split"])
+    leaked = [k for k, v in splits.items() if len(v) > 1]
+    if leaked:  # only possible when a previous build's split disagrees: refuse to publish
+        raise BuildError(f"group {leaked[0][1]} would be in both VAL and TEST", source=leaked[0][0])
+
+
+def _record(q, index: int, split: str, seed: int, spool: ImageSpool, refs) -> dict[str, Any]:
+    c = q.case
+    png = spool.get(refs[c.case_id])
+    return {
+        "index": index,
+        "case_id": c.case_id,
+        "pair_id": c.pair_id,
+        "split": split,
+        "source": c.source,
+        "sample_id": c.sample_id,
+        "files": list(c.files),
+        "group": c.group,
+        "raw_label": c.raw_label,
+        "category": c.label,
+        "task": c.task,
+        "department": c.department,
+        "modality": c.modality,
+        "granularity": c.granularity,
+        "original_task": c.original_task,
+        "axis": c.axis,
+        "slice_index": c.slice_index,
+        "region": c.region,
+        "template_id": q.template_id,
+        "question": q.question,
+        "options": q.options,
+        "answer": q.answer,
+        "seed": seed,
+        "image_sha256": hashlib.sha256(png).hexdigest(),
+    }
+
+
+def _tsv_row(r: dict[str, Any], png: bytes) -> dict[str, Any]:
+    row = {
+        "index": r["index"],
+        "question": r["question"],
+        "answer": r["answer"],
+        "category": r["category"],
+        "clinical VQA task": r["task"],
+        "department": r["department"],
+        "perceptual granularity": r["granularity"],
+        "modality": r["modality"],
+        "original task": r["original_task"],
+        "image": b64(png),
+    }
+    for letter, text in zip("ABCDE", r["options"]):
+        row[letter] = text
+    return row
+
+
+def _build_info(config: Config, inputs, summary, previous) -> dict[str, Any]:
+    import cv2
+    import numpy as np
+
+    return {
+        "tool": "gmai-build",
+        "tool_version": __version__,
+        "config_file": config.path.name,
+        "config_sha256": config.config_hash,
+        "seed": config.build.seed,
+        "settings": config.build.model_dump(mode="json", exclude={"out"}),
+        "sources": [
+            {"name": s.name, "format": s.format, "modality": s.modality, "license": s.license,
+             "citation": s.citation, "label_map_sha256": sha256_file(s.label_map)}
+            for s in config.sources
+        ],
+        "input_sha256": inputs,
+        "libraries": {"python": platform.python_version(), "numpy": np.__version__,
+                      "opencv": cv2.__version__},
+        "questions": summary["total"],
+        "incremental": bool(previous),
+    }

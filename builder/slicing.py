@@ -1,0 +1,70 @@
+"""Samples -> normalised 2D slices (:class:`Slice2D`): the ``normalize`` stage's entry point.
+
+2D samples are normalised directly; 3D samples (``Sample.volume``) are oriented, resampled and
+sliced by :mod:`gmai_build.volumes` according to the source's ``slicing`` settings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import SourceConfig
+from .normalize import normalize_2d
+from .samples import CLS_2D, DET_2D, SEG_2D, Sample, Slice2D
+
+
+def label_mask_targets(
+    label_mask: np.ndarray, mask_labels: dict[int, str]
+) -> dict[str, np.ndarray]:
+    """Integer label mask -> {raw label: boolean mask}; 0 is background.
+
+    Without ``mask_labels`` the raw label is the value itself ("1", "2", ...), which the label map
+    translates, as MSD/nnU-Net ``dataset.json`` or a BIDS label table would.
+    """
+    targets: dict[str, np.ndarray] = {}
+    for value in np.unique(label_mask):
+        if value == 0:
+            continue
+        raw = mask_labels.get(int(value), str(int(value)))
+        m = label_mask == value
+        targets[raw] = targets[raw] | m if raw in targets else m
+    return targets
+
+
+def to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
+    if sample.volume is not None:
+        from .volumes import slices_from_volume
+
+        return slices_from_volume(sample, source)
+    assert sample.image is not None, "a sample carries an image or a volume"
+    rgb = normalize_2d(sample.image, source.intensity, is_ct=sample.intensity == "ct")
+    targets = dict(sample.target_masks or {})
+    if sample.label_mask is not None:
+        if sample.label_mask.shape[:2] != rgb.shape[:2]:
+            raise ValueError(
+                f"mask shape {sample.label_mask.shape[:2]} differs from image shape {rgb.shape[:2]}"
+            )
+        for raw, m in label_mask_targets(sample.label_mask, sample.mask_labels).items():
+            targets[raw] = targets[raw] | m if raw in targets else m
+    for raw, m in targets.items():
+        if m.shape[:2] != rgb.shape[:2]:
+            raise ValueError(f"mask '{raw}' shape {m.shape} differs from image {rgb.shape[:2]}")
+    targets = {
+        raw: m for raw, m in targets.items() if int(m.sum()) >= source.slicing.min_area
+    }
+    task = SEG_2D if (targets or sample.label_mask is not None) else DET_2D if sample.boxes else CLS_2D
+    return [
+        Slice2D(
+            source=sample.source,
+            sample_id=sample.sample_id,
+            files=sample.files,
+            group=sample.group,
+            rgb=rgb,
+            labels=sample.labels,
+            boxes=sample.boxes,
+            target_masks=targets,
+            original_task=task,
+            slice_index=sample.slice_index,
+            extra=sample.extra,
+        )
+    ]

@@ -1,0 +1,272 @@
+"""The lexical tree, the canonical label vocabulary, and per-source label maps.
+
+``standardize`` (in the pipeline's terms) is :meth:`LabelMap.lookup`: a source's raw label (a
+mask value, a folder name, a CSV cell) becomes a :class:`StandardLabel` carrying the canonical
+label text and its place on the tree (task, department). Unknown raw labels are errors that name
+the source, the raw value and the label-map file; a map may say ``drop`` instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+LABEL_MAPS = Path(__file__).resolve().parent.parent / "label_maps"
+if not (LABEL_MAPS / "tree.yaml").is_file():  # installed (non-editable): data is a subpackage
+    LABEL_MAPS = Path(__file__).resolve().parent / "label_maps"
+BUNDLED_SOURCE_MAPS = LABEL_MAPS / "sources"
+
+_TREE = yaml.safe_load((LABEL_MAPS / "tree.yaml").read_text(encoding="utf-8"))
+TASKS: dict[str, str] = dict(_TREE["tasks"])
+DEPARTMENTS: dict[str, str] = dict(_TREE["departments"])
+MODALITIES: list[str] = list(_TREE["modalities"])
+GRANULARITIES: list[str] = list(_TREE["granularities"])
+
+NO_DEPARTMENT = ""  # attributes that belong to no department
+FROM_SOURCE = "from_source"
+DROP = "drop"
+# Texts that pandas (and so VLMEvalKit) reads back as missing values: never emit them.
+NA_TEXTS = {
+    "", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan",
+    "<na>", "n/a", "na", "nan", "null", "none", "nat",
+}
+
+
+def normalize_key(text: str) -> str:
+    """Case-, separator- and whitespace-insensitive key for matching label texts."""
+    return re.sub(r"\s+", " ", re.sub(r"[_]+", " ", str(text))).strip().lower()
+
+
+@dataclass(frozen=True)
+class VocabularyEntry:
+    label: str
+    task: str
+    department: str  # "" = none, FROM_SOURCE = the label map decides
+    modalities: tuple[str, ...] = ()
+    synonyms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StandardLabel:
+    """A raw label after standardisation: canonical text and its tree coordinates."""
+
+    label: str
+    task: str
+    department: str
+
+
+def _check_department(value: str, where: str) -> str:
+    if value in ("none", NO_DEPARTMENT, None):
+        return NO_DEPARTMENT
+    if value == FROM_SOURCE or value in DEPARTMENTS:
+        return value
+    hint = difflib.get_close_matches(str(value), list(DEPARTMENTS), n=1)
+    raise ConfigError(
+        f"{where}: unknown department '{value}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    )
+
+
+def _check_task(value: str, where: str) -> str:
+    if value in TASKS:
+        return value
+    hint = difflib.get_close_matches(str(value), list(TASKS), n=1)
+    raise ConfigError(
+        f"{where}: unknown clinical VQA task '{value}'"
+        + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    )
+
+
+def check_label_text(label: str, where: str) -> None:
+    if normalize_key(label) in NA_TEXTS or any(c in label for c in "\t\r\n"):
+        raise ConfigError(
+            f"{where}: label text {label!r} would be read back as missing or break the TSV; "
+            "spell it out (e.g. 'no finding')"
+        )
+
+
+class Vocabulary:
+    """Canonical labels with synonyms; looks labels up by text or synonym."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, VocabularyEntry] = {}
+        self._keys: dict[str, str] = {}
+
+    def add_file(self, path: Path) -> None:
+        data = _read_yaml(path)
+        for i, raw in enumerate(data.get("labels") or []):
+            self.add(raw, f"{path}: labels[{i}]")
+
+    def add(self, raw: dict[str, Any], where: str) -> None:
+        if not isinstance(raw, dict) or "label" not in raw:
+            raise ConfigError(f"{where}: each entry needs a 'label'")
+        unknown = set(raw) - {"label", "task", "department", "modalities", "synonyms", "also"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        label = str(raw["label"])
+        check_label_text(label, where)
+        old = self.entries.get(label)
+        task = raw.get("task", old.task if old else None)
+        if task is None:
+            raise ConfigError(f"{where}: new label '{label}' needs a 'task'")
+        dept = raw.get("department", old.department if old else None)
+        if dept is None:
+            raise ConfigError(f"{where}: new label '{label}' needs a 'department' (or none)")
+        synonyms = tuple(old.synonyms if old else ()) + tuple(str(s) for s in raw.get("synonyms", []))
+        for s in synonyms:
+            check_label_text(s, where)
+        modalities = tuple(raw.get("modalities", old.modalities if old else ()))
+        entry = VocabularyEntry(
+            label, _check_task(task, where), _check_department(dept, where), modalities, synonyms
+        )
+        self.entries[label] = entry
+        for text in (label, *synonyms):
+            self._keys.setdefault(normalize_key(text), label)
+
+    def resolve(self, text: str) -> VocabularyEntry | None:
+        """Canonical entry for a label text or synonym; left/right qualifiers are merged."""
+        key = normalize_key(text)
+        if key in self._keys:
+            return self.entries[self._keys[key]]
+        m = re.match(r"^(left|right)\s+(.*)$", key)
+        if m and m.group(2) in self._keys:
+            return self.entries[self._keys[m.group(2)]]
+        return None
+
+    def suggest(self, text: str) -> list[str]:
+        return [self._keys[k] for k in difflib.get_close_matches(normalize_key(text), self._keys, 3)]
+
+    def labels_for(self, task: str, modality: str) -> list[str]:
+        """Canonical labels that the tree places on this task for this modality (sorted)."""
+        return sorted(
+            e.label for e in self.entries.values() if e.task == task and modality in e.modalities
+        )
+
+
+@lru_cache(maxsize=8)
+def _base_vocabulary_files() -> tuple[Path, ...]:
+    return (LABEL_MAPS / "vocabulary.yaml", LABEL_MAPS / "vocabulary_additions.yaml")
+
+
+def load_vocabulary(extra: list[Path] | tuple[Path, ...] = ()) -> Vocabulary:
+    vocab = Vocabulary()
+    for path in (*_base_vocabulary_files(), *extra):
+        vocab.add_file(path)
+    return vocab
+
+
+class LabelMap:
+    """One source's raw label -> canonical label mapping (a YAML file in ``label_maps/``)."""
+
+    def __init__(self, path: Path, source: str, vocab: Vocabulary):
+        self.path = path
+        self.source = source
+        data = _read_yaml(path)
+        unknown = set(data) - {"labels", "department", "new_labels", "source", "description"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; expected labels, "
+                              "department, new_labels")
+        for i, raw in enumerate(data.get("new_labels") or []):
+            vocab.add(raw, f"{path}: new_labels[{i}]")
+        self.default_department = (
+            _check_department(data["department"], f"{path}: department")
+            if "department" in data
+            else None
+        )
+        labels = data.get("labels")
+        if not isinstance(labels, dict) or not labels:
+            raise ConfigError(f"{path}: 'labels' must be a non-empty mapping raw -> canonical")
+        self._map: dict[str, StandardLabel | None] = {}
+        self._norm: dict[str, StandardLabel | None] = {}
+        for raw_value, target in labels.items():
+            where = f"{path}: labels.{raw_value}"
+            std = self._standard(target, vocab, where)
+            self._map[str(raw_value)] = std
+            self._norm.setdefault(normalize_key(str(raw_value)), std)
+
+    def _standard(self, target: Any, vocab: Vocabulary, where: str) -> StandardLabel | None:
+        if target == DROP:
+            return None
+        override: dict[str, Any] = {}
+        if isinstance(target, dict):
+            override = dict(target)
+            unknown = set(override) - {"label", "task", "department"}
+            if unknown or "label" not in override:
+                raise ConfigError(f"{where}: expected {{label, task?, department?}}")
+            target = override["label"]
+        entry = vocab.resolve(str(target))
+        if entry is None:
+            hint = vocab.suggest(str(target))
+            raise ConfigError(
+                f"{where}: '{target}' is not a canonical label or synonym"
+                + (f" (close: {', '.join(hint)})" if hint else "")
+                + "; add it under new_labels in this file or in a build vocabulary file"
+            )
+        task = _check_task(override["task"], where) if "task" in override else entry.task
+        if "department" in override:
+            dept = _check_department(override["department"], where)
+        else:
+            dept = entry.department
+        if dept == FROM_SOURCE:
+            if self.default_department is None:
+                raise ConfigError(
+                    f"{where}: label '{entry.label}' takes its department from the source; "
+                    "set a top-level 'department:' in this label map"
+                )
+            dept = self.default_department
+        return StandardLabel(entry.label, task, dept)
+
+    def lookup(self, raw: Any, file: str | None = None) -> StandardLabel | None:
+        """Standard label for a raw value, None if the map drops it; error if unknown."""
+        from .errors import BuildError
+
+        text = _raw_text(raw)
+        if text in self._map:
+            return self._map[text]
+        key = normalize_key(text)
+        if key in self._norm:
+            return self._norm[key]
+        raise BuildError(
+            f"raw label {text!r} is not in label map {self.path}; map it to a canonical label "
+            "or to 'drop'",
+            source=self.source,
+            file=file,
+        )
+
+    @property
+    def targets(self) -> list[StandardLabel]:
+        seen: dict[str, StandardLabel] = {}
+        for std in self._map.values():
+            if std is not None:
+                seen.setdefault(std.label, std)
+        return list(seen.values())
+
+
+def _raw_text(raw: Any) -> str:
+    """Raw labels from arrays come as numpy scalars/floats: 1.0 and 1 are both "1"."""
+    try:
+        f = float(raw)
+        if f.is_integer():
+            return str(int(f))
+    except (TypeError, ValueError):
+        pass
+    return str(raw)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    return data
