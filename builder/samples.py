@@ -52,15 +52,19 @@ class Box:
 
 @dataclass
 class Volume:
-    """A 3D image in canonical orientation with its voxel geometry.
+    """A 3D image in the project's canonical voxel order, LPS+, with its geometry.
 
-    ``array`` is indexed [i, j, k] in a RAS+ oriented grid (i: patient left->right... see
-    ``builder.geometry``); ``spacing`` is millimetres per index step along each axis.
+    ``array`` is indexed ``[x, y, z]`` where x increases towards the patient's Left, y towards
+    Posterior and z towards Superior (DICOM's patient axes; SimpleITK ``DICOMOrient('LPS')``
+    then ``GetArrayFromImage(...).transpose(2, 1, 0)``; nibabel ``as_closest_canonical`` then
+    flipping axes 0 and 1). ``spacing`` is millimetres per index step along x, y, z and
+    ``affine`` maps (x, y, z, 1) voxel indices to LPS millimetres. Every reader returns this, so
+    display in radiological convention is the same code for every format (see volumes.py).
     """
 
     array: np.ndarray
     spacing: tuple[float, float, float]
-    affine: np.ndarray | None = None
+    affine: np.ndarray
 
 
 @dataclass
@@ -69,9 +73,11 @@ class Sample:
 
     Exactly one of ``image`` (2D: HxW, HxWx3 or HxWx4, any dtype) or ``volume`` is set.
     Annotations are raw (source vocabulary): ``labels`` are image-level class labels, ``boxes``
-    are in pixel coordinates of ``image``, ``label_mask`` is an integer mask in the same grid as
-    ``image``/``volume`` whose values are looked up in ``mask_labels`` (value -> raw label).
-    Alternatively ``target_masks`` maps raw label -> boolean mask (for overlapping segments).
+    are in pixel coordinates of ``image`` (2D only), ``label_mask`` is an integer mask in the
+    same grid as ``image`` (HxW) or ``volume.array`` (XxYxZ) whose values are looked up in
+    ``mask_labels`` (value -> raw label; without an entry the raw label is ``str(value)``).
+    Alternatively ``target_masks`` maps raw label -> boolean mask in the same grid (for
+    overlapping segments such as DICOM SEG or RTSTRUCT ROIs).
     """
 
     source: str
