@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gmai_eval.extract import extract, judge_prompt, rule_extract
 
 CHOICES = {"A": "liver", "B": "kidney", "C": "spleen", "D": "normal appearance"}

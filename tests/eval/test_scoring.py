@@ -1,0 +1,95 @@
+"""Scores checked by hand on a small TSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import png_b64, write_tsv
+from gmai_eval.cli import main
+from gmai_eval.scoring import bootstrap_ci, collect, summarize
+
+COLS = ["index", "question", "A", "B", "C", "answer", "category", "clinical VQA task",
+        "department", "perceptual granularity", "modality", "source", "image"]
+
+
+def rows() -> list[dict]:
+    # (answer, task, department, granularity, modality, source, category)
+    spec = [
+        ("A", "DD", "Oncology", "Image Level", "CT", "s1", "tumour"),
+        ("A", "DD", "Oncology", "Image Level", "CT", "s1", "tumour"),
+        ("B", "DD", "", "Mask Level", "MRI", "s2", "cyst"),
+        ("B", "OR", "", "Mask Level", "MRI", "s2", "cyst"),
+        ("C", "OR", "Urology", "Box Level", "CT", "s1", "kidney"),
+        ("A", "OR", "Urology", "Box Level", "X-ray", "s2", "tumour"),
+    ]
+    return [{"index": i + 1, "question": f"q{i}", "A": "tumour", "B": "cyst", "C": "kidney",
+             "answer": a, "category": cat, "clinical VQA task": t, "department": d,
+             "perceptual granularity": g, "modality": m, "source": s, "image": png_b64(i)}
+            for i, (a, t, d, g, m, s, cat) in enumerate(spec)]
+
+
+def test_first_baseline_scores_by_hand(tmp_path: Path) -> None:
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows(), COLS)
+    assert main(["--data", str(data), "--model", "first", "--out", str(tmp_path / "r")]) == 0
+    res = json.loads((tmp_path / "r/first/toy_VAL/scores.json").read_text())
+    # 'first' answers A: correct on items 1, 2, 6 -> 3/6.
+    assert res["accuracy"] == pytest.approx(50.0)
+    g = res["groups"]
+    acc = {k: {v: s["accuracy"] for v, s in d.items()} for k, d in g.items()}
+    assert acc["clinical VQA task"] == pytest.approx({"DD": 200 / 3, "OR": 100 / 3})
+    assert acc["department"] == pytest.approx({"Oncology": 100.0, "(none)": 0.0,
+                                               "Urology": 50.0})
+    assert acc["perceptual granularity"] == pytest.approx(
+        {"Image Level": 100.0, "Mask Level": 0.0, "Box Level": 50.0})
+    assert acc["modality"] == pytest.approx({"CT": 200 / 3, "MRI": 0.0, "X-ray": 100.0})
+    assert acc["source"] == pytest.approx({"s1": 200 / 3, "s2": 100 / 3})
+    assert acc["category"] == pytest.approx({"tumour": 100.0, "cyst": 0.0, "kidney": 0.0})
+    assert g["department"]["(none)"]["n"] == 2
+    assert res["methods"] == {"baseline": 6}
+    lo, hi = res["ci95"]
+    assert 0 <= lo <= 50 <= hi <= 100
+    out = tmp_path / "r/first/toy_VAL"
+    for name in ("scores.csv", "scores.md", "accuracy_by_clinical_VQA_task.png",
+                 "accuracy_by_department.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| (none) | 2 | 0 | 0.00 |" in (out / "scores.md").read_text()
+
+
+def test_no_source_column_skips_group(tmp_path: Path) -> None:
+    cols = [c for c in COLS if c != "source"]
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows(), cols)
+    main(["--data", str(data), "--model", "first", "--out", str(tmp_path / "r")])
+    df = collect(data, tmp_path / "r/first/toy_VAL")
+    assert "source" not in set(summarize(df, n_boot=10)["group"])
+
+
+def test_bootstrap_ci_seeded_and_sane() -> None:
+    a = bootstrap_ci(200, 120, seed=1)
+    assert a == bootstrap_ci(200, 120, seed=1)
+    assert a[0] < 60 < a[1] and a[1] - a[0] < 20
+    assert bootstrap_ci(10, 10) == (100.0, 100.0)
+
+
+def test_test_split_with_key_and_compare(tmp_path: Path) -> None:
+    data_rows = rows()
+    key = tmp_path / "toy_TEST_key.csv"
+    key.write_text("index,answer\n" + "".join(f"{r['index']},{r['answer']}\n"
+                                               for r in data_rows))
+    for r in data_rows:
+        del r["answer"]
+    data = write_tsv(tmp_path / "toy_TEST.tsv", data_rows, [c for c in COLS if c != "answer"])
+    out = tmp_path / "r"
+    assert main(["--data", str(data), "--answers", str(key), "--model", "first",
+                 "--model", "most-frequent-letter", "--model", "random?seed=3",
+                 "--out", str(out)]) == 0
+    first = json.loads((out / "first/toy_TEST/scores.json").read_text())
+    assert first["accuracy"] == pytest.approx(50.0)
+    # Most frequent answer in the key is A (3 of 6), so it equals 'first' here.
+    mfl = json.loads((out / "most-frequent-letter/toy_TEST/scores.json").read_text())
+    assert mfl["accuracy"] == pytest.approx(50.0)
+    table = (out / "comparison_toy_TEST/comparison.md").read_text()
+    assert "first [toy_TEST]" in table and "random-seed3 [toy_TEST]" in table
+    assert main(["compare", str(out), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp/comparison.csv").exists()
