@@ -1,3 +1,3 @@
 """Imports every built-in converter module so that their ``@register`` decorators run."""
 
-from . import csv_table, folder_classes, medmnist, boxes, mask_pairs  # noqa: F401
+from . import boxes, csv_table, folder_classes, mask_pairs, medmnist  # noqa: F401
