@@ -1,0 +1,170 @@
+"""Readers for 3D medical volumes, all returning the canonical :class:`~gmai_build.samples.Volume`.
+
+Every reader gives the same thing whatever the file format: an array indexed ``[x, y, z]`` in
+LPS+ (x towards the patient's Left, y towards Posterior, z towards Superior), the voxel
+``spacing`` in millimetres along x, y, z, and the 4x4 ``affine`` mapping voxel indices to LPS
+millimetres. Display code (:mod:`gmai_build.volumes`) can then be written once.
+
+* NIfTI (``.nii``, ``.nii.gz``) is read with nibabel: ``as_closest_canonical`` gives RAS+, then
+  axes x and y are flipped (views, no copy) and the affine adjusted accordingly.
+* NRRD / MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) is read with SimpleITK, whose
+  physical space already is LPS: ``DICOMOrient(img, "LPS")`` then
+  ``GetArrayFromImage(...).transpose(2, 1, 0)``.
+
+Label volumes go through the same readers; their integer dtype is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BuildError
+from .samples import Volume
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+
+# RAS+ <-> LPS+ for millimetre coordinates: negate x and y.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def volume_suffix(path: str | Path) -> str | None:
+    """The recognised volume suffix of a file name (".nii.gz", ".nrrd", ...), or None."""
+    name = Path(path).name.lower()
+    return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), None)
+
+
+def strip_volume_suffix(name: str) -> str:
+    """File name without its volume suffix: ``case_0000.nii.gz`` -> ``case_0000``."""
+    suffix = volume_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+def _pick_channel(array: np.ndarray, channel: int | None, path: Path) -> np.ndarray:
+    """3D arrays pass through; 4D (x, y, z, c) arrays give channel ``channel`` (default 0)."""
+    if array.ndim == 3:
+        return array
+    if array.ndim == 4:
+        c = channel or 0
+        if not 0 <= c < array.shape[3]:
+            raise BuildError(f"channel {c} requested but the volume has {array.shape[3]}", file=path)
+        return array[..., c]
+    if array.ndim == 5 and array.shape[3] == 1:  # NIfTI vector/time dim of length 1
+        return _pick_channel(array[:, :, :, 0, :], channel, path)
+    raise BuildError(f"expected a 3D volume, got an array of shape {array.shape}", file=path)
+
+
+def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size along each array axis: the length of each affine column."""
+    return tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+
+def read_nifti(path: str | Path, channel: int | None = None) -> Volume:
+    """NIfTI-1/2 via nibabel -> LPS+ :class:`Volume` (data scaled by scl_slope/inter if set)."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise BuildError(f"cannot read NIfTI: {type(exc).__name__}: {exc}", file=path) from None
+    canonical = nib.as_closest_canonical(img)  # RAS+; the same object when already canonical
+    array = _pick_channel(np.asanyarray(canonical.dataobj), channel, path)
+    nx, ny = array.shape[0], array.shape[1]
+    # voxel (i', j', k) of the flipped array is voxel (nx-1-i', ny-1-j', k) of the RAS array.
+    flip = np.array(
+        [[-1.0, 0, 0, nx - 1], [0, -1.0, 0, ny - 1], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]
+    )
+    affine = _RAS_TO_LPS @ np.asarray(canonical.affine, np.float64) @ flip
+    return Volume(array=array[::-1, ::-1, :], spacing=spacing_of(affine), affine=affine)
+
+
+def read_sitk(path: str | Path, channel: int | None = None) -> Volume:
+    """NRRD / MHA / MHD (anything SimpleITK reads) -> LPS+ :class:`Volume`."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise BuildError(f"cannot read with SimpleITK: {str(exc).strip().splitlines()[-1]}",
+                         file=path) from None
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        c = channel or 0
+        if not 0 <= c < img.GetNumberOfComponentsPerPixel():
+            raise BuildError(f"channel {c} requested but the image has "
+                             f"{img.GetNumberOfComponentsPerPixel()} components", file=path)
+        img = sitk.VectorIndexSelectionCast(img, c)
+    if img.GetDimension() == 4:
+        size = list(img.GetSize())
+        c = channel or 0
+        if not 0 <= c < size[3]:
+            raise BuildError(f"channel {c} requested but the volume has {size[3]}", file=path)
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, c])
+    if img.GetDimension() != 3:
+        raise BuildError(f"expected a 3D volume, got {img.GetDimension()}D", file=path)
+    img = sitk.DICOMOrient(img, "LPS")
+    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z), a view
+    direction = np.array(img.GetDirection(), np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(img.GetSpacing())
+    affine[:3, 3] = img.GetOrigin()
+    return Volume(array=array, spacing=tuple(float(s) for s in img.GetSpacing()), affine=affine)  # type: ignore[arg-type]
+
+
+def read_volume(path: str | Path, channel: int | None = None) -> Volume:
+    """Read any supported volume, choosing the library by file suffix."""
+    suffix = volume_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return read_nifti(path, channel)
+    if suffix in SITK_SUFFIXES:
+        return read_sitk(path, channel)
+    raise BuildError(
+        f"unsupported volume file type; expected one of {', '.join(VOLUME_SUFFIXES)}", file=path
+    )
+
+
+def check_same_grid(
+    image_vol: Volume,
+    mask_vol: Volume,
+    image_file: str | Path,
+    mask_file: str | Path,
+    source: str | None = None,
+    atol_mm: float = 1e-3,
+    rtol_spacing: float = 1e-3,
+) -> None:
+    """Raise :class:`BuildError` naming both files unless image and mask share one voxel grid.
+
+    Compared: array shape, spacing (relative tolerance ``rtol_spacing``) and the affine (voxel
+    axes and origin, absolute tolerance ``atol_mm`` plus float32 header rounding). A mask on
+    another grid would put overlays in the wrong place, so this is an error, not a resample.
+    """
+    problems = []
+    if image_vol.array.shape[:3] != mask_vol.array.shape[:3]:
+        problems.append(f"shape {image_vol.array.shape[:3]} vs {mask_vol.array.shape[:3]}")
+    elif not np.allclose(image_vol.spacing, mask_vol.spacing, rtol=rtol_spacing, atol=0):
+        problems.append(
+            f"spacing {tuple(round(s, 5) for s in image_vol.spacing)} vs "
+            f"{tuple(round(s, 5) for s in mask_vol.spacing)} mm"
+        )
+    else:
+        a, b = image_vol.affine[:3], mask_vol.affine[:3]
+        # float32 headers (NIfTI sform) round large origins: allow their precision too.
+        tol = atol_mm + 2 * np.finfo(np.float32).eps * np.maximum(np.abs(a), np.abs(b))
+        if not np.all(np.abs(a - b) <= tol):
+            if not np.all(np.abs(a[:, 3] - b[:, 3]) <= tol[:, 3]):
+                problems.append(
+                    f"origin {np.round(a[:, 3], 3).tolist()} vs {np.round(b[:, 3], 3).tolist()} mm"
+                )
+            else:
+                problems.append("orientation (direction cosines) differ")
+    if problems:
+        raise BuildError(
+            f"image {image_file} and mask {mask_file} are not on the same voxel grid: "
+            + "; ".join(problems),
+            source=source,
+            file=image_file,
+        )
