@@ -116,7 +116,9 @@ def clip_scale(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def intensity_mapper(sample: Sample, source: SourceConfig, array: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+def intensity_mapper(
+    sample: Sample, source: SourceConfig, array: np.ndarray
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     """The 2D float -> uint8 function for this volume, and a record of what it does."""
     declared = source.intensity.window_width_level()
     if declared is not None or sample.intensity == "ct":
@@ -203,7 +205,10 @@ def slices_from_volume(sample: Sample, source: SourceConfig) -> list[Slice2D]:
             raise ValueError(f"mask '{raw}' shape {m.shape} differs from volume shape {array.shape}")
         other = tuple(a for a in range(3) if a != axis)
         area = np.count_nonzero(m, axis=other)
-        get = (lambda i, m=m: display_slice(m, axis_name, i).astype(bool))
+
+        def get(i: int, m: np.ndarray = m) -> np.ndarray:
+            return display_slice(m, axis_name, i).astype(bool)
+
         if raw in targets:
             old_area, old_get = targets[raw]
             targets[raw] = (old_area + area, lambda i, f=old_get, g=get: f(i) | g(i))
