@@ -234,7 +234,7 @@ def build(
             }
 
         selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
-        pools = DistractorPools(selected, vocab, pool)
+        pools = DistractorPools(cases, vocab, pool)  # all labels seen, not only the capped
         letter_counts: Counter[str] = Counter()
         questions = []
         skipped: Counter[str] = Counter()
@@ -251,6 +251,9 @@ def build(
                 continue
             questions.append(q)
 
+        if not questions:
+            raise BuildError("no question could be made: " + "; ".join(skipped) if skipped
+                             else "no question could be made: the sources yielded no labelled case")
         next_index = max((r["index"] for r in previous.values()), default=-1) + 1
         records = []
         for q in questions:

@@ -1,0 +1,63 @@
+"""Shared test helpers: where the real public samples are, and how to build and read back."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("GMAI_REALDATA", REPO.parent / "shared" / "realdata"))
+REALDATA_HINT = (
+    "real public samples not found at {path} (set GMAI_REALDATA). They are public: MedMNIST "
+    "PneumoniaMNIST (zenodo), MSD Task09 spleen (ivadomed/data-testing), pyradiomics test data, "
+    "neurolabusc/dcm_qa_decubitus, QIICR/dcmqi, qurit/rt-utils, BCCD; see the README."
+)
+
+
+def realdata(*parts: str) -> Path:
+    """Path of a real sample, or skip the test with a message saying where samples come from."""
+    path = REALDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(REALDATA_HINT.format(path=path))
+    return path
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def read_tsv(path: Path) -> pd.DataFrame:
+    """Read a TSV exactly as VLMEvalKit does (pandas defaults)."""
+    return pd.read_csv(path, sep="\t")
+
+
+def decode_image(b64: str) -> np.ndarray:
+    import cv2
+
+    data = np.frombuffer(base64.b64decode(b64), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_build(sources: Path, out: Path, workers: int = 1) -> int:
+    from gmai_build.cli import main
+
+    return main(["--sources", str(sources), "--out", str(out), "--workers", str(workers),
+                 "--no-progress"])

@@ -1,0 +1,216 @@
+"""End-to-end builds of 2D image-level sources on real images: what a user reads back."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import decode_image, read_manifest, read_tsv, realdata, run_build, sha256, write_yaml
+from gmai_build.writer import TEST_COLUMNS, TSV_COLUMNS
+
+CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
+
+
+def pneumonia_source(**extra) -> dict:
+    return {
+        "name": "pneumoniamnist",
+        "format": "medmnist",
+        "root": str(realdata("medmnist")),
+        "modality": "X-ray",
+        "label_map": "pneumoniamnist.yaml",
+        **CITE,
+        **extra,
+    }
+
+
+def build_pneumonia(tmp_path: Path, **build) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = write_yaml(tmp_path / "sources.yaml",
+                     {"build": {"name": "PN", **build}, "sources": [pneumonia_source()]})
+    out = tmp_path / "out"
+    assert run_build(cfg, out) == 0
+    return out
+
+
+def check_tsvs(out: Path, name: str) -> tuple:
+    val, test = read_tsv(out / f"{name}_VAL.tsv"), read_tsv(out / f"{name}_TEST.tsv")
+    key = read_tsv(out / f"{name}_TEST_answers.tsv")
+    assert list(val.columns) == TSV_COLUMNS
+    assert list(test.columns) == TEST_COLUMNS
+    assert list(key.columns) == ["index", "answer"]
+    assert key["index"].tolist() == test["index"].tolist()
+    all_index = val["index"].tolist() + test["index"].tolist()
+    assert len(set(all_index)) == len(all_index)
+    for df, answers in ((val, val["answer"].tolist()), (test, key["answer"].tolist())):
+        for (_, row), answer in zip(df.iterrows(), answers):
+            opts = [row[c] for c in "ABCDE" if isinstance(row[c], str)]
+            filled = [c for c in "ABCDE" if isinstance(row[c], str)]
+            assert filled == list("ABCDE"[: len(opts)]), "options fill A.. without gaps"
+            assert 2 <= len(opts) <= 5
+            assert len(set(opts)) == len(opts), "options never repeat"
+            assert answer in filled
+            assert row[answer] == row["category"], "the answer option is the ground truth"
+            assert isinstance(row["category"], str) and row["category"]
+    return val, test, key
+
+
+def test_pneumoniamnist_real_build(tmp_path: Path) -> None:
+    out = build_pneumonia(tmp_path)
+    val, test, key = check_tsvs(out, "PN")
+    manifest = read_manifest(out)
+    # Per-label cap (30) on both labels, everything else seeded and recorded.
+    assert Counter(r["category"] for r in manifest) == {"normal": 30, "pneumonia": 30}
+    assert len(val) + len(test) == 60
+    # VAL and TEST never share a group.
+    groups = {s: {r["group"] for r in manifest if r["split"] == s} for s in ("VAL", "TEST")}
+    assert groups["VAL"] and groups["TEST"] and not groups["VAL"] & groups["TEST"]
+    # Pixels: the decoded image is exactly the npz image as RGB.
+    arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
+    by_index = {r["index"]: r for r in manifest}
+    for df in (val, test):
+        for _, row in df.iterrows():
+            rec = by_index[row["index"]]
+            split, i = rec["sample_id"].split(":")[1].split("/")
+            expected = arrays[f"{split}_images"][int(i)]
+            got = decode_image(row["image"])
+            assert got.shape == (28, 28, 3)
+            np.testing.assert_array_equal(got, np.repeat(expected[:, :, None], 3, axis=2))
+            raw = int(arrays[f"{split}_labels"][int(i)][0])
+            assert row["category"] == {0: "normal", 1: "pneumonia"}[raw]
+            assert row["clinical VQA task"] == "Disease Diagnosis"
+            assert row["department"] == "Pulmonary Medicine"
+            assert row["perceptual granularity"] == "Image Level"
+            assert row["original task"] == "CLS_2D"
+            assert "X-ray" in row["question"]
+
+
+def test_same_inputs_byte_identical_outputs(tmp_path: Path) -> None:
+    a = build_pneumonia(tmp_path / "a")
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    cfg = write_yaml(b_dir / "sources.yaml",
+                     {"build": {"name": "PN"}, "sources": [pneumonia_source()]})
+    assert run_build(cfg, b_dir / "out", workers=2) == 0  # parallel run, same bytes
+    for name in ("PN_VAL.tsv", "PN_TEST.tsv", "PN_TEST_answers.tsv", "manifest.jsonl",
+                 "summary.json"):
+        assert sha256(a / name) == sha256(b_dir / "out" / name), name
+
+
+def test_answer_letters_balanced_and_cap_configurable(tmp_path: Path) -> None:
+    out = build_pneumonia(tmp_path, per_label_cap=200, seed=7)
+    manifest = read_manifest(out)
+    assert Counter(r["category"] for r in manifest) == {"normal": 200, "pneumonia": 200}
+    letters = Counter(r["answer"] for r in manifest)
+    assert abs(letters["A"] - letters["B"]) <= 1  # 2-option questions: only A and B exist
+    assert {r["seed"] for r in manifest} == {7}
+
+
+def test_val_share_close_to_configured(tmp_path: Path) -> None:
+    from gmai_build.split import split_of
+
+    splits = Counter(split_of("src", f"patient-{k}", 0.18) for k in range(20000))
+    assert abs(splits["VAL"] / 20000 - 0.18) < 0.01
+
+
+def _export_images(root: Path) -> dict[str, np.ndarray]:
+    """Real chest X-rays exported as 8-bit, 16-bit, palette and RGBA files; expected RGB."""
+    arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
+    imgs, labels = arrays["test_images"], arrays["test_labels"][:, 0]
+    picks = list(np.flatnonzero(labels == 0)[:12]) + list(np.flatnonzero(labels == 1)[:12])
+    expected: dict[str, np.ndarray] = {}
+    for k in picks:
+        cls = "pneumonia" if labels[k] else "normal"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        img = imgs[k]
+        rel = f"{cls}/x{k:03d}"
+        if k % 4 == 0:
+            Image.fromarray(img).save(root / f"{rel}.png")
+            expected[f"{rel}.png"] = np.repeat(img[:, :, None], 3, axis=2)
+        elif k % 4 == 1:  # 16-bit: percentile clip of the non-zero pixels
+            Image.fromarray(img.astype(np.uint16) * 257).save(root / f"{rel}.png")
+            v = img.astype(np.float64) * 257
+            lo, hi = np.percentile(v[v != 0], [0.5, 99.5])
+            exp = np.clip(np.rint((v - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+            expected[f"{rel}.png"] = np.repeat(exp[:, :, None], 3, axis=2)
+        elif k % 4 == 2:  # palette
+            pal = Image.fromarray(np.stack([img, img // 2, 255 - img], -1)).convert(
+                "P", palette=Image.ADAPTIVE, colors=32)
+            pal.save(root / f"{rel}.png")
+            expected[f"{rel}.png"] = np.asarray(pal.convert("RGB"))
+        else:  # RGBA, opaque, and a TIFF
+            rgba = np.dstack([img, img, img, np.full_like(img, 255)])
+            Image.fromarray(rgba).save(root / f"{rel}.tif")
+            expected[f"{rel}.tif"] = np.repeat(img[:, :, None], 3, axis=2)
+    return expected
+
+
+def test_folder_and_csv_sources_pixels_and_modes(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    expected = _export_images(folder)
+    table = tmp_path / "table"
+    shutil.copytree(folder, table / "imgs")
+    rows = ["path,diagnosis,patient"] + [
+        f"imgs/{rel},{rel.split('/')[0]},P{n // 2}" for n, rel in enumerate(sorted(expected))
+    ]
+    (table / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = write_yaml(tmp_path / "sources.yaml", {
+        "build": {"name": "MIX"},
+        "sources": [
+            {"name": "folder", "format": "folder_per_class", "root": "folder", "modality": "X-ray",
+             "label_map": "pneumoniamnist_names.yaml", **CITE},
+            {"name": "table", "format": "csv_table", "root": "table", "modality": "X-ray",
+             "label_map": "pneumoniamnist_names.yaml", **CITE,
+             "options": {"table": "labels.csv", "image_column": "path",
+                         "label_column": "diagnosis", "patient_column": "patient"}},
+        ],
+    })
+    out = tmp_path / "out"
+    assert run_build(cfg, out) == 0
+    val, test, _ = check_tsvs(out, "MIX")
+    manifest = {r["index"]: r for r in read_manifest(out)}
+    seen = set()
+    for df in (val, test):
+        for _, row in df.iterrows():
+            rec = manifest[row["index"]]
+            rel = rec["sample_id"].removeprefix("imgs/")
+            np.testing.assert_array_equal(decode_image(row["image"]), expected[rel], err_msg=rel)
+            assert row["category"] == rel.split("/")[0]
+            seen.add((rec["source"], rel))
+    assert len(seen) == 48
+    # CSV patient column: both images of a patient are in the same split.
+    by_patient: dict[str, set[str]] = {}
+    for rec in manifest.values():
+        if rec["source"] == "table":
+            by_patient.setdefault(rec["group"], set()).add(rec["split"])
+    assert all(len(s) == 1 for s in by_patient.values()) and len(by_patient) == 12
+
+
+def test_adding_a_source_keeps_existing_questions(tmp_path: Path) -> None:
+    build = {"name": "PN", "per_label_cap": 1000}  # below the cap: every image is kept
+    first = pneumonia_source(options={"splits": ["test"]})
+    cfg = write_yaml(tmp_path / "sources.yaml", {"build": build, "sources": [first]})
+    out = tmp_path / "out"
+    assert run_build(cfg, out) == 0
+    before = {r["case_id"]: r for r in read_manifest(out)}
+    assert len(before) == len(np.load(realdata("medmnist", "pneumoniamnist.npz"))["test_labels"])
+    _export_images(tmp_path / "folder")
+    cfg = write_yaml(tmp_path / "sources2.yaml", {
+        "build": build,
+        "sources": [first,
+                    {"name": "folder", "format": "folder_per_class", "root": "folder",
+                     "modality": "X-ray", "label_map": "pneumoniamnist_names.yaml", **CITE}],
+    })
+    assert run_build(cfg, out) == 0
+    after = {r["case_id"]: r for r in read_manifest(out)}
+    assert set(before) <= set(after)
+    for cid, old in before.items():
+        for key in ("index", "options", "answer", "split", "question", "image_sha256"):
+            assert after[cid][key] == old[key], key
+    new = [r for r in after.values() if r["case_id"] not in before]
+    assert len(new) == 24
+    assert min(r["index"] for r in new) > max(r["index"] for r in before.values())
