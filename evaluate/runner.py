@@ -202,7 +202,7 @@ def predict(
 
 
 def wait_for_ranks(pred_dir: Path, world: int, timeout: float = 7 * 24 * 3600,
-                   poll: float = 5.0) -> None:
+                   poll: float = 2.0) -> None:
     """Block until every rank of this run has written its ``.done`` marker."""
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     deadline = time.monotonic() + timeout
