@@ -1,3 +1,3 @@
 """Imports every built-in converter module so that their ``@register`` decorators run."""
 
-from . import boxes, csv_table, folder_classes, mask_pairs, medmnist  # noqa: F401
+from . import boxes, csv_table, folder_classes, image_label_glob, mask_pairs, medmnist, msd  # noqa: F401
