@@ -160,7 +160,7 @@ def iter_items(
 
 
 def iter_metadata(
-    path: str | Path, chunksize: int = 4096, keep_na_text: bool = False
+    path: str | Path, chunksize: int = 32, keep_na_text: bool = False
 ) -> Iterator[pd.DataFrame]:
     """Yield chunks of every column except the images (cheap to keep; used for scoring)."""
     cols = [c for c in read_header(path) if c not in IMAGE_COLUMNS]
@@ -192,7 +192,7 @@ def answer_counts(path: str | Path, answers: dict[Index, str] | None = None) -> 
         values: list[str] = list(answers.values())
     elif "answer" in read_header(path):
         values = []
-        for chunk in pd.read_csv(path, sep="\t", usecols=["answer"], chunksize=65536):
+        for chunk in pd.read_csv(path, sep="\t", usecols=["answer"], chunksize=32):
             values.extend(str(v).strip() for v in chunk["answer"] if not is_missing(v))
     else:
         values = []
