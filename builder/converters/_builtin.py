@@ -1,3 +1,14 @@
 """Imports every built-in converter module so that their ``@register`` decorators run."""
 
-from . import boxes, csv_table, folder_classes, image_label_glob, mask_pairs, medmnist, msd  # noqa: F401
+from . import (  # noqa: F401
+    boxes,
+    csv_table,
+    dicom_seg,
+    dicom_series,
+    folder_classes,
+    image_label_glob,
+    mask_pairs,
+    medmnist,
+    msd,
+    rtstruct,
+)

@@ -1,0 +1,234 @@
+"""DICOM image series + DICOM SEG objects -> one 3D sample per SEG, one mask per segment.
+
+Options (YAML): ``images`` is a folder or glob (relative to the root) holding the image series,
+``segs`` a glob of the SEG files; both default to the whole root (non-image objects are skipped
+when scanning for images, non-SEG objects when scanning for SEGs).
+
+Each SEG names the image series it annotates (ReferencedSeriesSequence; else the series of the
+SOP instances its frames derive from). Frames are placed on the source slices they reference
+(DerivationImageSequence > SourceImageSequence > ReferencedSOPInstanceUID [+ frame number]); when
+a frame references nothing it is placed by its PlanePositionSequence position on the slice
+normal. Frames must share the image's in-plane grid (rows, columns, pixel spacing, orientation,
+origin): SEGs on another grid are reported, not resampled.
+
+Segments may overlap, so each segment becomes its own boolean mask in ``Sample.target_masks``
+(raw label = SegmentLabel, e.g. "Liver"; segments sharing a label are merged). BINARY SEGs are
+used as they are, FRACTIONAL ones are thresholded at half of MaximumFractionalValue, LABELMAP
+SEGs compare pixel values with segment numbers. Masks are built in the series' native grid and
+reoriented with the image (:meth:`gmai_build.dicom_io.DicomSeries.to_canonical`).
+
+The pixel decoding uses pydicom directly (``Dataset.pixel_array`` unpacks 1-bit frames); the
+frame-to-slice mapping is done here so that positional fallback and grid checks report errors
+that name the SEG file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from pydicom.dataset import Dataset
+
+from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries, read_header, scan
+from ..samples import Sample
+from .base import Converter, Item, register
+from .dicom_series import ImageIndex, glob_under, load_series_or_fail
+
+
+class DicomSegOptions(BaseModel):
+    """Options of ``format: dicom_seg``."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: str = "."  # folder or glob (relative to root) holding the image series
+    segs: str = "**/*"  # glob (relative to root) of the SEG files; non-SEG files are ignored
+
+
+def is_seg(ds: Dataset) -> bool:
+    return str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES or str(ds.get("Modality", "")) == "SEG"
+
+
+def referenced_series(ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
+    """The SeriesInstanceUID a SEG annotates, and how it was found (for error messages)."""
+    for item in ds.get("ReferencedSeriesSequence", []) or []:
+        uid = str(item.get("SeriesInstanceUID", ""))
+        if uid:
+            return uid, "ReferencedSeriesSequence"
+    for fg in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
+        for uid, _ in _frame_sources(fg):
+            if uid in index.sop_to_series:
+                return index.sop_to_series[uid], "SourceImageSequence"
+    for_uid = str(ds.get("FrameOfReferenceUID", ""))
+    candidates = index.frame_of_reference.get(for_uid, set()) if for_uid else set()
+    if len(candidates) == 1:
+        return next(iter(candidates)), "FrameOfReferenceUID"
+    return None, "no ReferencedSeriesSequence, source images or unique FrameOfReferenceUID"
+
+
+def _frame_sources(fg: Dataset) -> list[tuple[str, int | None]]:
+    """(ReferencedSOPInstanceUID, ReferencedFrameNumber) of one frame's source images."""
+    out = []
+    for der in fg.get("DerivationImageSequence", []) or []:
+        for src in der.get("SourceImageSequence", []) or []:
+            uid = str(src.get("ReferencedSOPInstanceUID", ""))
+            frame = src.get("ReferencedFrameNumber")
+            if isinstance(frame, (list, tuple)) or (frame is not None and hasattr(frame, "__len__")
+                                                     and not isinstance(frame, str)):
+                frame = frame[0] if len(frame) else None
+            if uid:
+                out.append((uid, int(frame) if frame not in (None, "") else None))
+    return out
+
+
+def _macro(ds: Dataset, fg: Dataset | None, seq: str, attr: str):
+    for group in (fg, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
+        if group is not None and seq in group and len(group[seq].value) and attr in group[seq].value[0]:
+            return group[seq].value[0].get(attr)
+    return None
+
+
+def segment_labels(ds: Dataset) -> dict[int, str]:
+    """SegmentNumber -> raw label (SegmentLabel, else SegmentDescription, else the number)."""
+    out = {}
+    for seg in ds.get("SegmentSequence", []) or []:
+        number = int(seg.SegmentNumber)
+        label = str(seg.get("SegmentLabel", "") or seg.get("SegmentDescription", "") or number).strip()
+        out[number] = label
+    return out
+
+
+def seg_masks(seg: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
+    """Boolean masks (canonical LPS+ grid of ``series``) per raw segment label of one SEG."""
+    if (int(seg.Rows), int(seg.Columns)) != series.native_shape[1::-1]:
+        raise DicomError(f"SEG frames are {seg.Rows}x{seg.Columns} but the image series is "
+                         f"{series.native_shape[1]}x{series.native_shape[0]}; resampled SEGs are "
+                         "not supported", path)
+    labels = segment_labels(seg)
+    if not labels:
+        raise DicomError("SEG has no SegmentSequence", path)
+    try:
+        pixels = seg.pixel_array
+    except Exception as exc:
+        raise DicomError(f"cannot decode SEG pixel data: {type(exc).__name__}: {exc}", path) from None
+    n_frames = int(seg.get("NumberOfFrames", 1) or 1)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    seg_type = str(seg.get("SegmentationType", "BINARY")).upper()
+    threshold = 0.5
+    if seg_type == "FRACTIONAL":
+        threshold = 0.5 * float(seg.get("MaximumFractionalValue", 255) or 255)
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence") or [None] * n_frames
+    if len(per_frame) != pixels.shape[0]:
+        raise DicomError(f"{pixels.shape[0]} frames but {len(per_frame)} per-frame groups", path)
+    iop = _macro(seg, None, "PlaneOrientationSequence", "ImageOrientationPatient")
+    if iop is not None and not np.allclose([float(v) for v in iop], series.orientation, atol=1e-3):
+        raise DicomError(f"SEG orientation {list(iop)} differs from the image's "
+                         f"{series.orientation.tolist()}", path)
+    ps = _macro(seg, None, "PixelMeasuresSequence", "PixelSpacing")
+    if ps is not None and not np.allclose([float(v) for v in ps], series.pixel_spacing, rtol=1e-3):
+        raise DicomError(f"SEG pixel spacing {list(ps)} differs from the image's "
+                         f"{list(series.pixel_spacing)}", path)
+
+    native: dict[int, np.ndarray] = {}
+    for f, fg in enumerate(per_frame):
+        if fg is None:
+            raise DicomError("SEG without PerFrameFunctionalGroupsSequence", path)
+        number = _macro(seg, fg, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
+        frame = pixels[f]
+        k = None
+        for uid, frame_no in _frame_sources(fg):
+            k = series.native_index(uid, frame_no)
+            if k is not None:
+                break
+        ipp = _macro(seg, fg, "PlanePositionSequence", "ImagePositionPatient")
+        if ipp is not None:
+            ijk = series.world_to_native(np.array([float(v) for v in ipp]))[0]
+            if abs(ijk[0]) > 0.5 or abs(ijk[1]) > 0.5:
+                raise DicomError(f"frame {f + 1}: origin {list(ipp)} is offset by "
+                                 f"({ijk[0]:.2f}, {ijk[1]:.2f}) pixels from the image grid", path)
+            if k is None:
+                k = series.native_index_at([float(v) for v in ipp])
+        if k is None:
+            raise DicomError(f"frame {f + 1}: references no slice of image series "
+                             f"{series.series_uid} and lies on none of its planes", path)
+        if seg_type == "LABELMAP":
+            for num in labels:
+                hit = frame == num
+                if hit.any():
+                    native.setdefault(num, np.zeros(series.native_shape, bool))[:, :, k] |= hit.T
+            continue
+        if number is None:
+            raise DicomError(f"frame {f + 1}: no SegmentIdentificationSequence", path)
+        number = int(number)
+        if number not in labels:
+            raise DicomError(f"frame {f + 1}: segment number {number} is not in SegmentSequence", path)
+        hit = frame >= threshold if seg_type == "FRACTIONAL" else frame > 0
+        native.setdefault(number, np.zeros(series.native_shape, bool))[:, :, k] |= hit.T
+
+    masks: dict[str, np.ndarray] = {}
+    for number in sorted(native):
+        raw = labels[number]
+        m = series.to_canonical(native[number])
+        masks[raw] = masks[raw] | m if raw in masks else m
+    return masks
+
+
+@register
+class DicomSeg(Converter):
+    """``format: dicom_seg``: image series + SEG objects -> one volume sample per SEG."""
+
+    format = "dicom_seg"
+    Options = DicomSegOptions
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    def discover(self) -> Iterator[Item]:
+        opts: DicomSegOptions = self.options  # type: ignore[assignment]
+        try:
+            index = ImageIndex.build(self.root, opts.images)
+            segs = [(p, ds) for m in glob_under(self.root, opts.segs) for p, ds in scan(m) if is_seg(ds)]
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file) from None
+        if not segs:
+            raise self.error(f"no DICOM SEG object matches options.segs '{opts.segs}'", self.root)
+        seen = set()
+        for path, ds in segs:
+            if path in seen:
+                continue
+            seen.add(path)
+            uid, how = referenced_series(ds, index)
+            if uid is None:
+                raise self.error(f"cannot tell which image series this SEG annotates ({how})", path)
+            if uid not in index.series:
+                found = ", ".join(sorted(index.series)) or "none"
+                raise self.error(
+                    f"SEG references image series {uid} (by {how}), which is not under "
+                    f"options.images '{opts.images}' (series found: {found})", path)
+            files = sorted(index.series[uid])
+            yield Item(key=self._rel(path), paths=(self._rel(path), *(self._rel(p) for p in files)),
+                       group=str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None,
+                       data={"series_uid": uid})
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        seg_path = self.path(item.paths[0])
+        series = load_series_or_fail(self, [self.path(p) for p in item.paths[1:]], seg_path)
+        try:
+            seg = read_header(seg_path, pixels=True)
+            masks = seg_masks(seg, series, seg_path)
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file or seg_path) from None
+        yield Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or series.group or item.key,
+            volume=series.volume,
+            target_masks=masks,
+            intensity=series.intensity,
+            extra={"series_uid": series.series_uid, "modality": series.modality},
+        )

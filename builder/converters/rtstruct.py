@@ -1,0 +1,183 @@
+"""DICOM image series + RTSTRUCT -> one 3D sample per structure set, one mask per ROI.
+
+Options (YAML): ``images`` is a folder or glob (relative to the root) holding the image series,
+``structs`` a glob of the RTSTRUCT files (both default to the whole root; objects of other kinds
+are skipped).
+
+Each RTSTRUCT names its image series through ReferencedFrameOfReferenceSequence >
+RTReferencedStudySequence > RTReferencedSeriesSequence (else through the SOP instances its
+contours reference, else through a FrameOfReferenceUID that only one series has). Every
+CLOSED_PLANAR contour (ContourData, patient LPS mm) is mapped to native voxel coordinates with
+the inverse of the series' affine and filled on its slice: the slice is the referenced image
+(ContourImageSequence) or, without a reference, the slice whose plane holds the points. Filling
+is even-odd: every contour of a ROI on a slice is XOR-ed into that slice, so a contour inside
+another is a hole (the RTSTRUCT convention), and pixels count when their centre is inside the
+polygon (skimage.draw.polygon). POINT and OPEN_PLANAR contours enclose nothing and are skipped.
+
+The raw label of a mask is the ROI's ROIName (StructureSetROISequence, joined on ROINumber); ROIs
+may overlap, so each is its own boolean mask in ``Sample.target_masks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from pydicom.dataset import Dataset
+from skimage.draw import polygon
+
+from ..dicom_io import RTSTRUCT_SOP_CLASS, DicomError, DicomSeries, read_header, scan
+from ..samples import Sample
+from .base import Converter, Item, register
+from .dicom_series import ImageIndex, glob_under, load_series_or_fail
+
+PLANE_TOLERANCE = 0.25  # max distance (in slices) of contour points from their slice's plane
+
+
+class RtstructOptions(BaseModel):
+    """Options of ``format: dicom_rtstruct``."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: str = "."  # folder or glob (relative to root) holding the image series
+    structs: str = "**/*"  # glob (relative to root) of RTSTRUCT files; other files are ignored
+
+
+def is_rtstruct(ds: Dataset) -> bool:
+    return str(ds.get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS or str(ds.get("Modality", "")) == "RTSTRUCT"
+
+
+def _contour_image_uids(ds: Dataset) -> list[str]:
+    uids = []
+    for roi in ds.get("ROIContourSequence", []) or []:
+        for c in roi.get("ContourSequence", []) or []:
+            for img in c.get("ContourImageSequence", []) or []:
+                uids.append(str(img.get("ReferencedSOPInstanceUID", "")))
+    return uids
+
+
+def referenced_series(ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
+    """The SeriesInstanceUID an RTSTRUCT is drawn on, and how it was found."""
+    for frame_ref in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
+        for study in frame_ref.get("RTReferencedStudySequence", []) or []:
+            for series in study.get("RTReferencedSeriesSequence", []) or []:
+                uid = str(series.get("SeriesInstanceUID", ""))
+                if uid:
+                    return uid, "RTReferencedSeriesSequence"
+    for uid in _contour_image_uids(ds):
+        if uid in index.sop_to_series:
+            return index.sop_to_series[uid], "ContourImageSequence"
+    rois = ds.get("StructureSetROISequence", []) or []
+    fors = {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in rois}
+    candidates = set().union(*(index.frame_of_reference.get(f, set()) for f in fors if f)) if fors else set()
+    if len(candidates) == 1:
+        return next(iter(candidates)), "FrameOfReferenceUID"
+    return None, "no RTReferencedSeriesSequence, contour images or unique FrameOfReferenceUID"
+
+
+def roi_masks(ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
+    """Boolean masks (canonical LPS+ grid of ``series``) per ROIName of one RTSTRUCT."""
+    names = {int(r.ROINumber): str(r.get("ROIName", "") or r.ROINumber).strip()
+             for r in ds.get("StructureSetROISequence", []) or []}
+    n_i, n_j, n_k = series.native_shape
+    masks: dict[str, np.ndarray] = {}
+    for roi in ds.get("ROIContourSequence", []) or []:
+        number = int(roi.ReferencedROINumber)
+        if number not in names:
+            raise DicomError(f"ROIContourSequence references ROI number {number}, which is not in "
+                             "StructureSetROISequence", path)
+        name = names[number]
+        native = np.zeros(series.native_shape, bool)
+        for c_no, contour in enumerate(roi.get("ContourSequence", []) or [], start=1):
+            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
+                continue
+            data = [float(v) for v in contour.get("ContourData", [])]
+            if len(data) < 9 or len(data) % 3:
+                continue  # fewer than three points enclose nothing
+            ijk = series.world_to_native(np.asarray(data).reshape(-1, 3))
+            k = None
+            images = contour.get("ContourImageSequence", []) or []
+            refs = [str(i.get("ReferencedSOPInstanceUID", "")) for i in images]
+            for uid in refs:
+                k = series.native_index(uid)
+                if k is not None:
+                    break
+            if k is None and refs and all(uid not in series.sop_uids for uid in refs):
+                raise DicomError(f"ROI '{name}' contour {c_no} references image {refs[0]}, which is "
+                                 f"not in image series {series.series_uid}", path)
+            if k is None:
+                k_float = float(np.mean(ijk[:, 2]))
+                k = int(round(k_float))
+                if not (0 <= k < n_k) or abs(k_float - k) > PLANE_TOLERANCE:
+                    raise DicomError(f"ROI '{name}' contour {c_no} at {data[2]:.2f} mm lies on no "
+                                     f"slice of image series {series.series_uid}", path)
+            if np.max(np.abs(ijk[:, 2] - k)) > PLANE_TOLERANCE:
+                raise DicomError(f"ROI '{name}' contour {c_no} is not in the plane of its image "
+                                 f"slice (off by {np.max(np.abs(ijk[:, 2] - k)):.2f} slices)", path)
+            rr, cc = polygon(ijk[:, 1], ijk[:, 0], shape=(n_j, n_i))  # rows = j, columns = i
+            native[cc, rr, k] ^= True  # even-odd: holes and nested contours cancel
+        if not native.any():
+            continue
+        m = series.to_canonical(native)
+        masks[name] = masks[name] | m if name in masks else m
+    return masks
+
+
+@register
+class DicomRtstruct(Converter):
+    """``format: dicom_rtstruct``: image series + RTSTRUCT -> one volume sample per RTSTRUCT."""
+
+    format = "dicom_rtstruct"
+    Options = RtstructOptions
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    def discover(self) -> Iterator[Item]:
+        opts: RtstructOptions = self.options  # type: ignore[assignment]
+        try:
+            index = ImageIndex.build(self.root, opts.images)
+            structs = [(p, ds) for m in glob_under(self.root, opts.structs) for p, ds in scan(m)
+                       if is_rtstruct(ds)]
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file) from None
+        if not structs:
+            raise self.error(f"no RTSTRUCT object matches options.structs '{opts.structs}'", self.root)
+        seen = set()
+        for path, ds in structs:
+            if path in seen:
+                continue
+            seen.add(path)
+            uid, how = referenced_series(ds, index)
+            if uid is None or uid not in index.series:
+                found = ", ".join(sorted(index.series)) or "none"
+                raise self.error(
+                    f"RTSTRUCT has no matching image series under options.images '{opts.images}' "
+                    f"(looked for {uid or 'a referenced series'} by {how}; series found: {found})", path)
+            files = sorted(index.series[uid])
+            yield Item(key=self._rel(path), paths=(self._rel(path), *(self._rel(p) for p in files)),
+                       group=str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None,
+                       data={"series_uid": uid})
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        struct_path = self.path(item.paths[0])
+        series = load_series_or_fail(self, [self.path(p) for p in item.paths[1:]], struct_path)
+        try:
+            ds = read_header(struct_path, pixels=True)
+            masks = roi_masks(ds, series, struct_path)
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file or struct_path) from None
+        yield Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or series.group or item.key,
+            volume=series.volume,
+            target_masks=masks,
+            intensity=series.intensity,
+            extra={"series_uid": series.series_uid, "modality": series.modality},
+        )
