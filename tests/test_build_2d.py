@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decode_image, read_manifest, read_tsv, realdata, run_build, sha256, write_yaml
+from helpers import decode_image, read_manifest, read_tsv, realdata, run_build, sha256, write_yaml
 from gmai_build.writer import TEST_COLUMNS, TSV_COLUMNS
 
 CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
