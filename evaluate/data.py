@@ -122,6 +122,7 @@ def iter_items(
     rank, world = shard
     ordinal = 0
     skipped = 0
+    gaps: list[Index] = []  # options read as missing between present ones ('None', 'NA', ...)
     reader = pd.read_csv(path, chunksize=chunksize, **_read_kwargs(keep_na_text))
     for chunk in reader:
         columns = list(chunk.columns)
@@ -141,6 +142,8 @@ def iter_items(
             options = {
                 k: str(rec[k]) for k in letters if not is_missing(rec[k])
             }
+            if options and len(options) != letters.index(max(options)) + 1:
+                gaps.append(index)
             answer = rec.get("answer")
             if answers is not None:
                 answer = answers.get(index, answer)
@@ -157,6 +160,10 @@ def iter_items(
         del chunk
     if skipped:
         log.warning("%s: skipped %d rows with an empty image", path, skipped)
+    if gaps:
+        log.warning("%s: %d items have an empty option before a non-empty one (texts such as "
+                    "'None'/'NA' read as missing, as VLMEvalKit does; --keep-na-text keeps "
+                    "them), e.g. index %s", path, len(gaps), gaps[:5])
 
 
 def iter_metadata(

@@ -78,3 +78,23 @@ def test_sharding_partitions_rows(tsv_factory) -> None:
     path = tsv_factory(10)
     shards = [[i.ordinal for i in iter_items(path, shard=(r, 3))] for r in range(3)]
     assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+
+
+def test_swallowed_option_is_reported(tmp_path: Path, caplog) -> None:
+    path = write_tsv(tmp_path / "GMAI_VAL.tsv", published_rows(), PUBLISHED)
+    list(iter_items(path))
+    assert "2 items have an empty option before a non-empty one" in caplog.text
+
+
+def test_test_split_without_key_gives_predictions_only(tmp_path: Path) -> None:
+    from gmai_eval.cli import main
+
+    rows = published_rows()[:2]
+    for r in rows:
+        del r["answer"]
+    cols = [c for c in PUBLISHED if c != "answer"]
+    path = write_tsv(tmp_path / "GMAI_TEST.tsv", rows, cols)
+    assert main(["--data", str(path), "--model", "first", "--out", str(tmp_path / "r")]) == 0
+    d = tmp_path / "r/first/GMAI_TEST"
+    assert len((d / "predictions.jsonl").read_text().splitlines()) == 2
+    assert not (d / "scores.json").exists()
