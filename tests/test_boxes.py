@@ -315,3 +315,36 @@ def test_item_data_is_picklable(subset: Path) -> None:
     conv = get_converter("voc")("s", subset, get_converter("voc").Options())
     items = list(conv.discover())
     assert isinstance(items[0], Item) and pickle.loads(pickle.dumps(items)) == items
+
+
+def test_yolo_polygon_lines_empty_images_and_bad_lines(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for stem in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / "images" / f"{stem}.png"), np.zeros((50, 100, 3), np.uint8))
+    # a: one box and one segment polygon (its bbox is used); b: empty label file; c: no label file
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.1 0.2 0.3 0.2 0.2 0.6\n")
+    (tmp_path / "labels" / "b.txt").write_text("")
+    samples = convert("yolo", tmp_path, names=["RBC", "WBC"])
+    assert [s.sample_id for s in samples] == ["images/a.png"]
+    got = [(round(b.x0, 6), round(b.y0, 6), round(b.x1, 6), round(b.y1, 6), b.raw_label)
+           for b in samples[0].boxes]
+    assert got == [(40, 15, 60, 35, "RBC"), (10, 10, 30, 30, "WBC")]
+    assert len(convert("yolo", tmp_path, names=["RBC", "WBC"], keep_empty=True)) == 3
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5\n")
+    with pytest.raises(BuildError, match="line 1: expected 'class cx cy w h'"):
+        convert("yolo", tmp_path, names=["RBC", "WBC"])
+    with pytest.raises(BuildError, match="class names unknown"):
+        convert("yolo", tmp_path)
+
+
+def test_coco_float_boxes_are_kept_exactly(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    (tmp_path / "ann.json").write_text(json.dumps({
+        "images": [{"id": 5, "file_name": "a.png", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 3, "bbox": [1.25, 2.5, 10.5, 20.0]},
+                        {"id": 2, "image_id": 5, "category_id": 3, "bbox": [60.0, 40.0, 10.0, 10.0]}],
+        "categories": [{"id": 3, "name": "Platelets"}]}))
+    (sample,) = convert("coco", tmp_path, annotations="ann.json")
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in sample.boxes] == [(1.25, 2.5, 11.75, 22.5), (60, 40, 64, 48)]
+    assert len(sample.extra["clipped_boxes"]) == 1 and sample.files == ("a.png", "ann.json")

@@ -195,3 +195,15 @@ def test_missing_mask(pair) -> None:
     with pytest.raises(BuildError, match="no mask for this image"):
         convert(root, **OPTIONS)
     assert convert(root, images="images/*.jpg", masks="masks/{stem}_mask.png", missing_mask="skip") == []
+
+
+def test_lossy_mask_with_threshold(pair) -> None:
+    root, _, masks = pair
+    binary = (masks["white blood cell"] * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "masks" / f"{STEM}_mask.jpg"), binary, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    (sample,) = convert(root, images="images/*.jpg", masks="masks/{stem}_mask.jpg", threshold=127,
+                        mask_labels={1: "WBC"})
+    assert set(np.unique(sample.label_mask)) == {0, 1} and sample.mask_labels == {1: "WBC"}
+    got = sample.label_mask == 1
+    iou = (got & masks["white blood cell"]).sum() / (got | masks["white blood cell"]).sum()
+    assert iou >= 0.99
