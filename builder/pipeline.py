@@ -190,7 +190,8 @@ def sha256_file(path: Path) -> str:
 
 
 def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def build(
@@ -263,7 +264,8 @@ def build(
                 index = old["index"]
             else:
                 index, next_index = next_index, next_index + 1
-            records.append(_record(q, index, split_of(c.source, c.group, b.val_fraction), b.seed, spool, refs))
+            split = split_of(c.source, c.group, b.val_fraction)
+            records.append(_record(q, index, split, b.seed, spool, refs))
         records.sort(key=lambda r: r["index"])
         _check_no_leak(records)
 

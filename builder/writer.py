@@ -119,7 +119,8 @@ def summary_tables(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "source": "source",
         "original task": "original_task",
     }
-    out: dict[str, Any] = {"total": len(rows), "splits": dict(sorted(Counter(r["split"] for r in rows).items()))}
+    splits = dict(sorted(Counter(r["split"] for r in rows).items()))
+    out: dict[str, Any] = {"total": len(rows), "splits": splits}
     out["answer_letters"] = dict(sorted(Counter(r["answer"] for r in rows).items()))
     for title, key in axes.items():
         counts: dict[str, dict[str, int]] = {}

@@ -7,11 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
-from PIL import Image
-
-from helpers import decode_image, read_manifest, read_tsv, realdata, run_build, sha256, write_yaml
 from gmai_build.writer import TEST_COLUMNS, TSV_COLUMNS
+from helpers import decode_image, read_manifest, read_tsv, realdata, run_build, sha256, write_yaml
+from PIL import Image
 
 CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from helpers import realdata, sha256, write_yaml
 from gmai_build.cli import main
+from helpers import realdata, sha256, write_yaml
+from PIL import Image
 
 CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from helpers import REALDATA
 from gmai_build.taxonomy import (
     DEPARTMENTS,
     GRANULARITIES,
@@ -15,6 +13,7 @@ from gmai_build.taxonomy import (
     LabelMap,
     load_vocabulary,
 )
+from helpers import REALDATA
 
 REFERENCE = REALDATA.parent / "reference" / "gmai_mmbench_lexical_tree.json"
 

@@ -28,7 +28,9 @@ class FolderPerClass(Converter):
 
     def discover(self) -> Iterator[Item]:
         opts: FolderOptions = self.options  # type: ignore[assignment]
-        suffixes = {("." + e.lower().lstrip(".")) for e in opts.extensions} if opts.extensions else IMAGE_SUFFIXES
+        suffixes = (
+            {"." + e.lower().lstrip(".") for e in opts.extensions} if opts.extensions else IMAGE_SUFFIXES
+        )
         class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not class_dirs:
             raise self.error("no class folders found (expected root/<class>/<images>)", self.root)
