@@ -156,7 +156,7 @@ def _slice_areas(label_mask: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndar
         label_mask = label_mask.view(np.uint8)
     counts: list[dict[int, int]] = []
     for i in range(n):
-        sl = np.take(label_mask, i, axis=axis).ravel()
+        sl = label_mask[(slice(None),) * axis + (i,)].ravel()  # a view, then one slice copy
         if sl.size and sl.min() >= 0 and sl.max() < 1 << 16:
             bc = np.bincount(sl.astype(np.intp, copy=False))
             nz = np.flatnonzero(bc)
