@@ -312,3 +312,55 @@ def test_rtstruct_without_matching_images(tmp_path: Path) -> None:
         list(conv.discover())
     assert "phantom" in str(err.value) and "rtstruct.dcm" in str(err.value)
     assert "no matching image series" in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent")
+def test_fractional_overlapping_seg_and_position_fallback(tmp_path: Path) -> None:
+    """A FRACTIONAL SEG with two overlapping segments (written by highdicom from the real CT)."""
+    hd = pytest.importorskip("highdicom")
+    from pydicom.sr.codedict import codes
+
+    root = real("dicom_seg_liver")
+    cts = sorted((pydicom.dcmread(f) for f in (root / "ct").glob("*.dcm")),
+                 key=lambda d: float(d.ImagePositionPatient[2]))  # canonical z order
+    for ct in cts:
+        ct.SpecificCharacterSet = "ISO_IR 100"  # highdicom refuses the empty value
+    seg = pydicom.dcmread(root / "seg" / "liver_seg.dcm")
+    frames = seg.pixel_array
+    by_sop = {fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID: frames[i]
+              for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence)}
+    liver = np.stack([by_sop[c.SOPInstanceUID] for c in cts]).astype(np.float32)
+    part = liver.copy()
+    part[:, :, 256:] = 0
+    part[:, :, :150] *= 0.4  # below the 0.5 threshold: must drop out
+    descs = [hd.seg.SegmentDescription(
+        segment_number=i + 1, segment_label=label, segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+        for i, label in enumerate(["Liver", "Liver part"])]
+    made = hd.seg.Segmentation(
+        source_images=cts, pixel_array=np.stack([liver * 0.9, part], axis=-1),
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL, segment_descriptions=descs,
+        series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="test", manufacturer_model_name="test", software_versions="0",
+        device_serial_number="0", max_fractional_value=255)
+    data = tmp_path / "data"
+    shutil.copytree(root / "ct", data / "ct")
+    (data / "seg").mkdir()
+    made.save_as(data / "seg" / "frac.dcm")
+    # same SEG without frame -> image references: frames are placed by PlanePositionSequence
+    bare = pydicom.dcmread(data / "seg" / "frac.dcm")
+    for fg in bare.PerFrameFunctionalGroupsSequence:
+        del fg.DerivationImageSequence
+    bare.save_as(data / "seg" / "frac_by_position.dcm")
+
+    conv_cls = get_converter("dicom_seg")
+    conv = conv_cls("frac", data, conv_cls.Options(images="ct", segs="seg/*.dcm"))
+    items = list(conv.discover())
+    assert [i.key for i in items] == ["seg/frac.dcm", "seg/frac_by_position.dcm"]
+    expected = {"Liver": liver > 0, "Liver part": part >= 0.5}
+    for item in items:
+        (sample,) = conv.load(item)
+        assert set(sample.target_masks) == {"Liver", "Liver part"}, "overlapping segments stay apart"
+        for label, exp in expected.items():
+            got = sample.target_masks[label]  # [x, y, z]; exp is [z, row, col]
+            assert np.array_equal(got.transpose(2, 1, 0), exp), label
