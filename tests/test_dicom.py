@@ -364,3 +364,32 @@ def test_fractional_overlapping_seg_and_position_fallback(tmp_path: Path) -> Non
         for label, exp in expected.items():
             got = sample.target_masks[label]  # [x, y, z]; exp is [z, row, col]
             assert np.array_equal(got.transpose(2, 1, 0), exp), label
+
+
+def test_oblique_series_goes_to_closest_axes_like_simpleitk(tmp_path: Path) -> None:
+    """The real MR series with its geometry rotated 25 degrees: same voxels and affine as ITK."""
+    import SimpleITK as sitk
+
+    src = real(*MR)
+    a = np.deg2rad(25.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ \
+        np.array([[1, 0, 0], [0, np.cos(a / 2), -np.sin(a / 2)], [0, np.sin(a / 2), np.cos(a / 2)]])
+    out = tmp_path / "oblique"
+    out.mkdir()
+    for f in sorted(src.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        iop = np.asarray(ds.ImageOrientationPatient, float)
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.r_[rot @ iop[:3], rot @ iop[3:]]]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in rot @ np.asarray(ds.ImagePositionPatient, float)]
+        ds.save_as(out / f.name)
+    s = read_series(sorted(out.glob("*.dcm")))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(out)))
+    img = sitk.DICOMOrient(reader.Execute(), "LPS")
+    assert np.array_equal(sitk.GetArrayFromImage(img).transpose(2, 1, 0), s.volume.array)
+    direction = np.asarray(img.GetDirection()).reshape(3, 3)
+    assert np.allclose(s.volume.affine[:3, :3], direction * np.asarray(img.GetSpacing()), atol=1e-4)
+    assert np.allclose(s.volume.affine[:3, 3], img.GetOrigin(), atol=1e-3)
+    # every canonical axis points most along its own patient axis, positively
+    cols = s.volume.affine[:3, :3] / np.linalg.norm(s.volume.affine[:3, :3], axis=0)
+    assert list(np.argmax(np.abs(cols), axis=0)) == [0, 1, 2] and np.all(np.diag(cols) > 0)
