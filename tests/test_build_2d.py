@@ -212,3 +212,46 @@ def test_adding_a_source_keeps_existing_questions(tmp_path: Path) -> None:
     new = [r for r in after.values() if r["case_id"] not in before]
     assert len(new) == 24
     assert min(r["index"] for r in new) > max(r["index"] for r in before.values())
+
+
+def test_nested_class_folders_with_class_from_parent(tmp_path: Path) -> None:
+    """Kaggle-style root/<split>/<CLASS>/x.png: the image's own folder is the class."""
+    arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
+    imgs, labels = arrays["test_images"], arrays["test_labels"][:, 0]
+    picks = list(np.flatnonzero(labels == 0)[:6]) + list(np.flatnonzero(labels == 1)[:6])
+    for n, k in enumerate(picks):
+        folder = tmp_path / "data" / ("train" if n % 2 else "test") / ("PNEUMONIA" if labels[k] else "NORMAL")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(imgs[k]).save(folder / f"{k}.png")
+    (tmp_path / "map.yaml").write_text(
+        "department: Pulmonary Medicine\nlabels:\n  NORMAL: normal\n  PNEUMONIA: pneumonia\n")
+    cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "K"}, "sources": [
+        {"name": "kaggle", "format": "folder_per_class", "root": "data", "modality": "X-ray",
+         "label_map": "map.yaml", **CITE, "options": {"class_from": "parent"}}]})
+    assert run_build(cfg, tmp_path / "out") == 0
+    manifest = read_manifest(tmp_path / "out")
+    assert len(manifest) == 12
+    for r in manifest:
+        assert r["category"] == ("pneumonia" if "PNEUMONIA" in r["sample_id"] else "normal")
+
+
+def test_medmnist_3d_volumes(tmp_path: Path) -> None:
+    """N x D x H x W arrays (OrganMNIST3D-style) become volumes; the middle axial slice is shown."""
+    rng = np.random.default_rng(0)
+    vols = rng.integers(1, 255, (6, 28, 28, 28), dtype=np.uint8)
+    vols[:, 14, 3, 5] = 0  # a marker on the middle slice (z=14): row y=3, column x=5
+    labs = np.arange(6).reshape(-1, 1) % 3
+    np.savez(tmp_path / "organmnist3d.npz", train_images=vols, train_labels=labs)
+    (tmp_path / "m.yaml").write_text("labels:\n  '0': liver\n  '1': spleen\n  '2': kidney\n")
+    cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "O3"}, "sources": [
+        {"name": "o3", "format": "medmnist", "root": ".", "modality": "CT", "label_map": "m.yaml",
+         **CITE, "options": {"splits": ["train"]}}]})
+    assert run_build(cfg, tmp_path / "out") == 0
+    manifest = read_manifest(tmp_path / "out")
+    assert len(manifest) == 6 and {r["category"] for r in manifest} == {"liver", "spleen", "kidney"}
+    assert {r["slice_index"] for r in manifest} == {14}
+    test = read_tsv(tmp_path / "out" / "O3_TEST.tsv")
+    for _, row in test.iterrows():
+        img = decode_image(row["image"])
+        assert img.shape == (28, 28, 3)
+        assert img[3, 5, 0] == 0  # axial display: row = y, column = x

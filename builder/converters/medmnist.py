@@ -1,6 +1,9 @@
 """MedMNIST ``.npz`` files: ``{train,val,test}_images`` and ``{train,val,test}_labels``.
 
-2D sets (N x H x W or N x H x W x 3) become image-level samples; the label array is N x 1 for
+2D sets (N x H x W or N x H x W x 3) become image-level samples; 3D sets (N x D x H x W, e.g.
+OrganMNIST3D) become volumes whose representative slice(s) the volume slicer takes (axis and
+count from the source's ``slicing``; MedMNIST 3D arrays carry no geometry, so they are treated
+as isotropic 1 mm with their [D, H, W] axes read as [z, y, x]). The label array is N x 1 for
 multi-class sets and N x K (0/1) for multi-label sets (ChestMNIST), where the raw labels are the
 indices of the positive columns. MedMNIST has no patient ids: each image is its own group.
 """
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..samples import Sample
+from ..samples import Sample, Volume
 from .base import Converter, Item, register
 
 SPLITS = ("train", "val", "test")
@@ -84,12 +87,11 @@ class MedMnist(Converter):
                 yield Item(key=key, paths=(rel,), labels=raw, data={"split": split, "i": i})
 
     def load(self, item: Item) -> Iterator[Sample]:
-        image = self._arrays()[f"{item.data['split']}_images"][item.data["i"]]
-        yield Sample(
-            source=self.source,
-            sample_id=item.key,
-            files=item.paths,
-            group=item.group or item.key,
-            image=np.asarray(image),
-            labels=item.labels or (),
-        )
+        image = np.asarray(self._arrays()[f"{item.data['split']}_images"][item.data["i"]])
+        common = dict(source=self.source, sample_id=item.key, files=item.paths,
+                      group=item.group or item.key, labels=item.labels or ())
+        if image.ndim == 3 and image.shape[-1] not in (3, 4):  # a 3D volume [D, H, W]
+            array = np.ascontiguousarray(image.transpose(2, 1, 0))  # -> [x, y, z]
+            yield Sample(**common, volume=Volume(array, (1.0, 1.0, 1.0), np.eye(4)))
+        else:
+            yield Sample(**common, image=image)
