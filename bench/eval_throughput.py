@@ -113,7 +113,14 @@ def main() -> None:
     batch = args.batch or (4 if args.tiny else 16)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     t = time.perf_counter()
-    model, processor = build_model(family, size, dtype=dtype, device=args.device)
+    try:
+        model, processor = build_model(family, size, dtype=dtype, device=args.device)
+    except Exception as err:  # noqa: BLE001 - e.g. Qwen2-VL's processor without torchvision
+        if family == "llava":
+            raise
+        print(f"could not build {family} ({type(err).__name__}: {err}); using llava instead")
+        family = "llava"
+        model, processor = build_model(family, size, dtype=dtype, device=args.device)
     model.generation_config.eos_token_id = None  # fixed-length replies (see docstring)
     params = sum(p.numel() for p in model.parameters()) / 1e9
     print(f"{family} ({size}), {params:.2f}B parameters, {dtype}, {args.device}; built in "

@@ -162,8 +162,12 @@ def write_scores(df: pd.DataFrame, out_dir: str | Path, title: str, n_boot: int 
     return result
 
 
-def compare(score_files: list[Path], out: Path | None = None) -> pd.DataFrame:
-    """Models side by side: overall and per task/department/granularity/modality accuracy."""
+def compare(score_files: list[Path], out: Path | None = None,
+            skip_groups: tuple[str, ...] = ("category",)) -> pd.DataFrame:
+    """Models side by side: overall and per-group accuracy (per-label rows left out).
+
+    The ~1,000 per-label (``category``) rows stay in each model's own scores files.
+    """
     columns: dict[str, dict[tuple[str, str], float]] = {}
     for path in score_files:
         res = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -172,6 +176,8 @@ def compare(score_files: list[Path], out: Path | None = None) -> pd.DataFrame:
         col = columns.setdefault(f"{name} [{split}]", {})
         col[(OVERALL, OVERALL)] = res["accuracy"]
         for group, values in res["groups"].items():
+            if group in skip_groups:
+                continue
             for value, stats in values.items():
                 col[(group, value)] = stats["accuracy"]
     table = pd.DataFrame(columns)

@@ -118,14 +118,16 @@ def build_processor(family: str = "llava", size: str = "tiny") -> Any:
             patch_size=CLIP_VISION[size]["patch_size"], vision_feature_select_strategy="default",
             image_token="<image>", num_additional_image_tokens=1,
         )
-    from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor
+    from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
     min_pixels, max_pixels = QWEN_PIXELS[size]
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
     )
+    # The processor type-checks every component, so the (unused) video processor must exist;
+    # transformers 5.x builds it only with torchvision installed.
     return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            chat_template=template)
+                            video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 
 def build_config(family: str = "llava", size: str = "tiny", tokenizer: Any | None = None) -> Any:
