@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -49,17 +49,24 @@ class CaseMaker:
     def __init__(self, source: SourceConfig, label_map: LabelMap):
         self.source = source
         self.label_map = label_map
+        # Asked before drawing and encoding a case: (pair_id, case_id, label, granularity) ->
+        # False when the per-label cap can no longer select it. Such cases are still returned
+        # (their labels feed the distractor pools) but with ``png=b""`` and ``rendered=False``.
+        self.keep: Callable[[str, str, str, str], bool] = lambda *_: True
 
     def _std(self, raw: str, s: Slice2D) -> StandardLabel | None:
         return self.label_map.lookup(raw, file=s.files[0] if s.files else None)
 
     def _case(
-        self, s: Slice2D, std: StandardLabel, raw: str, granularity: str, png: bytes,
-        region: dict, pair_key: str, original_task: str, exclude: tuple[str, ...] = (),
+        self, s: Slice2D, std: StandardLabel, raw: str, granularity: str,
+        render: Callable[[], bytes], region: dict, pair_key: str, original_task: str,
+        exclude: tuple[str, ...] = (),
     ) -> Case:
         pair_id = stable_id(s.source, s.sample_id, std.label, pair_key)
+        case_id = stable_id(pair_id, granularity)
+        keep = self.keep(pair_id, case_id, std.label, granularity)
         return Case(
-            case_id=stable_id(pair_id, granularity),
+            case_id=case_id,
             pair_id=pair_id,
             source=s.source,
             sample_id=s.sample_id,
@@ -72,7 +79,8 @@ class CaseMaker:
             task=std.task,
             department=std.department,
             modality=self.source.modality,
-            png=png,
+            png=render() if keep else b"",
+            rendered=keep,
             region=region,
             axis=s.axis,
             slice_index=s.slice_index,
@@ -90,7 +98,13 @@ class CaseMaker:
         stds = [(raw, self._std(raw, s)) for raw in s.labels]
         kept = [(raw, std) for raw, std in stds if std is not None]
         true_labels = tuple(sorted({std.label for _, std in kept}))
-        png = encode_png(s.rgb) if kept else b""
+        encoded: list[bytes] = []
+
+        def png() -> bytes:  # one encoding shared by all labels of the image
+            if not encoded:
+                encoded.append(encode_png(s.rgb))
+            return encoded[0]
+
         seen: set[str] = set()
         for raw, std in kept:
             if std.label in seen:
@@ -128,13 +142,11 @@ class CaseMaker:
                 region["slice_policy"] = s.extra["target_slices"].get(raw)
             others = tuple(x for x in all_labels if x != label and _overlaps(mask, merged[x][2]))
             if self.source.segmentation:
-                for granularity, drawn in (
-                    (MASK_LEVEL, draw_mask(s.rgb, mask)),
-                    (CONTOUR_LEVEL, draw_contour(s.rgb, mask)),
-                ):
+                for granularity, draw in ((MASK_LEVEL, draw_mask), (CONTOUR_LEVEL, draw_contour)):
                     yield self._case(
-                        s, std, raw, granularity, encode_png(drawn), region, "segment",
-                        s.original_task, others,
+                        s, std, raw, granularity,
+                        lambda draw=draw, mask=mask: encode_png(draw(s.rgb, mask)),
+                        region, "segment", s.original_task, others,
                     )
             if self.source.boxes_from_masks is not None:
                 yield from self._component_boxes(s, std, raw, mask, others)
@@ -151,7 +163,8 @@ class CaseMaker:
             box = Box(x, y, x + w, y + h, raw)
             region = {"box": [x, y, x + w, y + h], "component_area": area}
             yield self._case(
-                s, std, raw, BOX_LEVEL, encode_png(draw_box(s.rgb, *box_xyxy(box))), region,
+                s, std, raw, BOX_LEVEL, lambda box=box: encode_png(draw_box(s.rgb, *box_xyxy(box))),
+                region,
                 f"component:{x},{y},{w},{h}", s.original_task, others,
             )
 
@@ -171,7 +184,8 @@ class CaseMaker:
                 continue
             region = {"box": [round(v, 2) for v in box_xyxy(box)]}
             yield self._case(
-                s, std, box.raw_label, BOX_LEVEL, encode_png(draw_box(s.rgb, *box_xyxy(box))),
+                s, std, box.raw_label, BOX_LEVEL,
+                lambda box=box: encode_png(draw_box(s.rgb, *box_xyxy(box))),
                 region, f"box:{i}:{box_xyxy(box)}", DET_2D,
             )
 

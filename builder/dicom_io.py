@@ -132,7 +132,15 @@ def scan(folder: str | Path, pattern: str = "**/*") -> list[tuple[Path, Dataset]
         paths = [folder]
     else:
         paths = sorted(p for p in folder.glob(pattern) if p.is_file() and is_candidate(p))
-    return [(p, read_header(p)) for p in paths]
+    found = []
+    for p in paths:
+        try:
+            found.append((p, read_header(p)))
+        except DicomError:
+            # A stray README/LICENSE without suffix is not an error; a broken .dcm file is.
+            if p.suffix.lower() in (".dcm", ".dicom", ".ima") or folder.is_file():
+                raise
+    return found
 
 
 def find_series(folder: str | Path) -> dict[str, list[Path]]:

@@ -7,6 +7,7 @@ publishes. Only metadata stays in memory, so memory does not grow with image cou
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import multiprocessing as mp
 import os
@@ -117,16 +118,65 @@ def _cases_of_item(item: Item) -> list[Case]:
         raise BuildError(f"{type(exc).__name__}: {exc}", source=src.name, file=file) from None
 
 
-def iter_cases(ctx: SourceContext, items: list[Item], workers: int) -> Iterator[list[Case]]:
+class CapTracker:
+    """Lets workers skip drawing cases that the per-label cap can no longer select.
+
+    For each (label, cap family) it keeps the ``cap`` best ranks among the rendered units seen
+    so far; a new unit ranked worse than all of them can never be selected (ranks are fixed
+    hashes, and previous-build questions are always kept), so drawing and encoding it would be
+    wasted. The result is identical to rendering everything: only the work changes.
+    """
+
+    def __init__(self, cap: int, seed: int, previous: dict[str, dict], shared: dict | None = None):
+        self.cap, self.seed, self.previous = cap, seed, previous
+        self.thresholds: dict = {} if shared is None else shared  # key -> worst kept rank
+        self._best: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def keep(self, pair_id: str, case_id: str, label: str, granularity: str) -> bool:
+        if case_id in self.previous:
+            return True
+        threshold = self.thresholds.get(f"{label}\x1f{cap_family(granularity)}")
+        return threshold is None or rank(self.seed, pair_id) <= threshold
+
+    def seen(self, case: Case) -> None:
+        """Main process: record a rendered case's unit and tighten the threshold."""
+        if not case.rendered:
+            return
+        key = (case.label, cap_family(case.granularity))
+        best = self._best[key]
+        r = rank(self.seed, case.pair_id)
+        if r in best:
+            return
+        bisect.insort(best, r)
+        if len(best) > self.cap:
+            best.pop()
+        if len(best) == self.cap:
+            self.thresholds[f"{key[0]}\x1f{key[1]}"] = best[-1]
+
+
+def iter_cases(
+    ctx: SourceContext, items: list[Item], workers: int, tracker: CapTracker
+) -> Iterator[list[Case]]:
     """Cases per item, in item order (deterministic whatever the number of workers)."""
     global _CONTEXT
     _CONTEXT = ctx
+    ctx.maker.keep = tracker.keep
     if workers <= 1 or len(items) < 4 or "fork" not in mp.get_all_start_methods():
         yield from map(_cases_of_item, items)
         return
-    # fork: workers inherit the context (converter, label map) without pickling it.
-    with mp.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_cases_of_item, items, chunksize=max(1, min(16, len(items) // (4 * workers))))
+    # fork: workers inherit the context (converter, label map, tracker) without pickling it;
+    # the tracker's thresholds live in a manager so that workers see them tighten.
+    with mp.get_context("fork").Manager() as manager:
+        shared = manager.dict(tracker.thresholds)
+        tracker.thresholds = shared
+        try:
+            with mp.get_context("fork").Pool(workers) as pool:
+                chunk = max(1, min(16, len(items) // (4 * workers)))
+                yield from pool.imap(_cases_of_item, items, chunksize=chunk)
+        finally:
+            tracker.thresholds = dict(shared)
+
+
 
 
 # Selection -----------------------------------------------------------------------------------
@@ -214,18 +264,23 @@ def build(
         spool = ImageSpool(stage / "images.spool")
         cases: list[Case] = []
         refs: dict[str, tuple[int, int]] = {}
+        seen_ids: set[str] = set()
         inputs: dict[str, dict[str, str]] = {}
+        tracker = CapTracker(b.per_label_cap, b.seed, previous)
         for ctx in contexts.values():
             src = ctx.config
             items = prefilter_items(ctx, ctx.items, b.per_label_cap, b.seed, previous)  # type: ignore[attr-defined]
             bar = tqdm(total=len(items), desc=f"{src.name}", unit="item", disable=not progress,
                        file=sys.stderr)
-            for item_cases in iter_cases(ctx, items, n_workers):
+            for item_cases in iter_cases(ctx, items, n_workers, tracker):
                 for c in item_cases:
-                    if c.case_id in refs:
+                    if c.case_id in seen_ids:
                         raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
                                          source=src.name)
-                    refs[c.case_id] = spool.put(c.png)
+                    seen_ids.add(c.case_id)
+                    if c.rendered:
+                        refs[c.case_id] = spool.put(c.png)
+                    tracker.seen(c)
                     cases.append(replace(c, png=b""))
                 bar.update(1)
             bar.close()
@@ -235,6 +290,7 @@ def build(
             }
 
         selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
+        assert all(c.rendered for c in selected), "the cap tracker skipped a selectable case"
         pools = DistractorPools(cases, vocab, pool)  # all labels seen, not only the capped
         letter_counts: Counter[str] = Counter()
         questions = []

@@ -26,12 +26,6 @@ LETTERS = "ABCDE"
 DEFAULT_POOL = Path(__file__).resolve().parent.parent / "question_pools" / "default.yaml"
 if not DEFAULT_POOL.is_file():  # installed (non-editable): data is a subpackage
     DEFAULT_POOL = Path(__file__).resolve().parent / "question_pools" / "default.yaml"
-# Tasks whose labels name distinct structures: the vocabulary may widen their distractor pool.
-ANATOMY_TASKS = {
-    "Organ Recognition - Abdomen", "Organ Recognition - Head and Neck",
-    "Organ Recognition - Pelvic", "Organ Recognition - Thorax", "Bone", "Muscle",
-    "Nervous Tissue", "Blood Vessels Recognition", "Cell Recognition",
-}
 
 
 @dataclass(frozen=True)
@@ -112,8 +106,14 @@ def _conflicts(a: str, b: str) -> bool:
     return ka == kb or ka in kb or kb in ka
 
 
+_STOPWORDS = {"of", "the", "and", "with", "in", "on", "to", "a", "an", "or"}
+
+
 def _shares_word(a: str, b: str) -> bool:
-    return bool(set(normalize_key(a).split()) & set(normalize_key(b).split()))
+    """Vocabulary distractors sharing a word with the answer ('liver lesion' for 'liver tumor')
+    may be near-synonyms, so they are not offered."""
+    wa = set(normalize_key(a).split()) - _STOPWORDS
+    return bool(wa & (set(normalize_key(b).split()) - _STOPWORDS))
 
 
 class DistractorPools:
@@ -137,12 +137,7 @@ class DistractorPools:
         else:
             base = self.local[(case.modality, case.task, case.granularity)]
         out = sorted(x for x in base if x not in excluded and not _conflicts(x, case.label))
-        if (
-            case.granularity != IMAGE_LEVEL
-            and len(out) < wanted
-            and self.fallback
-            and case.task in ANATOMY_TASKS
-        ):
+        if case.granularity != IMAGE_LEVEL and len(out) < wanted and self.fallback:
             extra = [
                 x for x in self.vocab.labels_for(case.task, case.modality)
                 if x not in excluded and x not in out

@@ -142,3 +142,4 @@ class Case:
     axis: str | None = None
     slice_index: int | None = None
     exclude: tuple[str, ...] = ()  # other canonical labels also true here: never distractors
+    rendered: bool = True  # False: the cap had already ruled it out, so no image was drawn
