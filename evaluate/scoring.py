@@ -29,15 +29,38 @@ OVERALL = "overall"
 PLOT_GROUPS = ("clinical VQA task", "department")
 
 
+def manifest_sources(data: str | Path) -> dict[Index, str] | None:
+    """index -> source from a gmai-build ``manifest.jsonl`` beside the TSV, if there is one.
+
+    Built TSVs keep GMAI-MMBench's exact columns (no ``source``); the build's manifest has it.
+    """
+    path = Path(data).parent / "manifest.jsonl"
+    if not path.is_file():
+        return None
+    out: dict[Index, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                if "index" in rec and "source" in rec:
+                    out[normalize_index(rec["index"])] = str(rec["source"])
+    return out or None
+
+
 def collect(data: str | Path, pred_dir: str | Path, answers: dict[Index, str] | None = None,
             keep_na_text: bool = False) -> pd.DataFrame:
     """One row per question: answer, prediction, method, correct, and the group columns."""
     records = best_records(prediction_files(Path(pred_dir)))
+    sources = manifest_sources(data)
     rows = []
     for chunk in iter_metadata(data, keep_na_text=keep_na_text):
         groups = [c for c in GROUP_COLUMNS if c in chunk.columns]
         for rec in chunk.to_dict("records"):
             index = normalize_index(rec["index"])
+            if sources is not None and "source" not in chunk.columns:
+                rec["source"] = sources.get(index)
+                if "source" not in groups:
+                    groups.append("source")
             answer = answers.get(index) if answers is not None else None
             if answer is None and not is_missing(rec.get("answer")):
                 answer = str(rec["answer"]).strip()
