@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
 from helpers import REPO, read_manifest, run_build
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import read_manifest, realdata, sha256, write_yaml
 
 
