@@ -26,7 +26,7 @@ from .cases import CaseMaker, stable_id
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .errors import BuildError
-from .questions import DistractorPools, QuestionPool, make_question, reuse_question
+from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 from .slicing import to_slices
 from .split import VAL, group_key, split_of
@@ -89,10 +89,24 @@ def discover(ctx: SourceContext) -> list[Item]:
 
 
 def check_known_labels(ctx: SourceContext, items: list[Item]) -> None:
-    """Raw labels known at discovery must all be in the label map (fails fast, before reading)."""
+    """Raw labels known at discovery must all be in the label map (fails fast, before reading).
+
+    All unknown labels of the source are reported at once, with an example file for each.
+    """
+    unknown: dict[str, str] = {}
     for item in items:
         for raw in item.labels or ():
-            ctx.label_map.lookup(raw, file=item.paths[0] if item.paths else None)
+            try:
+                ctx.label_map.lookup(raw)
+            except BuildError:
+                unknown.setdefault(str(raw), item.paths[0] if item.paths else item.key)
+    if unknown:
+        listing = ", ".join(f"{raw!r} (e.g. {file})" for raw, file in sorted(unknown.items()))
+        raise BuildError(
+            f"{len(unknown)} raw label(s) not in label map {ctx.label_map.path}: {listing}; "
+            "map each to a canonical label or to 'drop' (or set 'default: drop')",
+            source=ctx.config.name,
+        )
 
 
 # Worker side ---------------------------------------------------------------------------------
@@ -296,17 +310,24 @@ def build(
         questions = []
         skipped: Counter[str] = Counter()
         reused = [c for c in selected if _reusable(previous.get(c.case_id), c)]
+        # The mask and contour questions of one target share their options and answer letter.
+        partners: dict[str, Question] = {}
         for c in reused:
             questions.append(reuse_question(c, previous[c.case_id], letter_counts))
+            if cap_family(c.granularity) == "segmentation":
+                partners.setdefault(c.pair_id, questions[-1])
         reused_ids = {c.case_id for c in reused}
         for c in selected:
             if c.case_id in reused_ids:
                 continue
-            q = make_question(c, pools, pool, b.seed, b.options, letter_counts)
+            q = make_question(c, pools, pool, b.seed, b.options, letter_counts,
+                              partner=partners.get(c.pair_id))
             if q is None:
                 skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
                 continue
             questions.append(q)
+            if cap_family(c.granularity) == "segmentation":
+                partners.setdefault(c.pair_id, q)
 
         if not questions:
             raise BuildError("no question could be made: " + "; ".join(skipped) if skipped

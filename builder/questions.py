@@ -149,10 +149,21 @@ class DistractorPools:
 
 def make_question(
     case: Case, pools: DistractorPools, templates: QuestionPool, seed: int,
-    option_count: OptionCount, letter_counts: Counter[str],
+    option_count: OptionCount, letter_counts: Counter[str], partner: Question | None = None,
 ) -> Question | None:
-    """One question for a case, or None when no distractor exists (reported as skipped)."""
+    """One question for a case, or None when no distractor exists (reported as skipped).
+
+    ``partner`` is the question of the same target at the other segmentation granularity
+    (mask <-> contour): its options and answer letter are reused so the pair differs only in
+    the visual prompt (and template).
+    """
     rng = case_rng(seed, case.case_id)
+    if partner is not None:
+        letter_counts[partner.answer] += 1
+        choices = templates.templates_for(case.granularity, case.task)
+        template = choices[rng.randrange(len(choices))]
+        return Question(case, template.id, template.render(case.modality), list(partner.options),
+                        partner.answer)
     candidates = pools.candidates(case, option_count.max - 1)
     # Drop candidates that conflict with each other as options (keep the earlier, sorted).
     if not candidates:

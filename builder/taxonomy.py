@@ -169,10 +169,16 @@ class LabelMap:
         self.path = path
         self.source = source
         data = _read_yaml(path)
-        unknown = set(data) - {"labels", "department", "new_labels", "source", "description"}
+        unknown = set(data) - {"labels", "department", "new_labels", "source", "description",
+                               "default"}
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; expected labels, "
-                              "department, new_labels")
+                              "department, new_labels, default")
+        # `default: drop` drops every raw label the map does not name (e.g. the dozens of
+        # planning structures of a clinical RTSTRUCT); without it, unknown labels are errors.
+        self.drop_unknown = data.get("default", "error") == DROP
+        if data.get("default", "error") not in ("error", DROP):
+            raise ConfigError(f"{path}: default: must be 'error' or 'drop'")
         for i, raw in enumerate(data.get("new_labels") or []):
             vocab.add(raw, f"{path}: new_labels[{i}]")
         self.default_department = (
@@ -233,6 +239,8 @@ class LabelMap:
         key = normalize_key(text)
         if key in self._norm:
             return self._norm[key]
+        if self.drop_unknown:
+            return None
         raise BuildError(
             f"raw label {text!r} is not in label map {self.path}; map it to a canonical label "
             "or to 'drop'",

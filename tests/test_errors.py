@@ -83,8 +83,22 @@ def test_unknown_format_and_modality(good, tmp_path, capsys) -> None:
 def test_unknown_label(good, tmp_path, capsys) -> None:
     (tmp_path / "imgs" / "covid").mkdir()
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "covid" / "c.png")
-    err = _fails(good[0], good[1], capsys, "source 'xr'", "covid", "map.yaml", "covid/c.png")
-    assert "raw label 'covid'" in err
+    (tmp_path / "imgs" / "tb").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "tb" / "t.png")
+    err = _fails(good[0], good[1], capsys, "source 'xr'", "map.yaml")
+    # Every unknown label of the source at once, each with an example file.
+    assert "2 raw label(s) not in label map" in err
+    assert "'covid' (e.g. covid/c.png)" in err and "'tb' (e.g. tb/t.png)" in err
+
+
+def test_default_drop_skips_unmapped_labels(good, tmp_path, capsys) -> None:
+    (tmp_path / "imgs" / "covid").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "covid" / "c.png")
+    with open(tmp_path / "map.yaml", "a") as f:
+        f.write("default: drop\n")
+    assert main(["--sources", str(good[0]), "--out", str(good[1]), "--no-progress"]) == 0
+    manifest = (good[1] / "manifest.jsonl").read_text()
+    assert "covid" not in manifest
 
 
 def test_unreadable_image(good, tmp_path, capsys) -> None:
@@ -116,7 +130,7 @@ def test_validate_catches_unknown_label_before_build(good, tmp_path, capsys) -> 
     (tmp_path / "imgs" / "covid").mkdir()
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "covid" / "c.png")
     assert main(["validate", "--sources", str(good[0])]) == 1
-    assert "raw label 'covid'" in capsys.readouterr().err
+    assert "'covid' (e.g. covid/c.png)" in capsys.readouterr().err
 
 
 def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypatch, capsys):
