@@ -205,6 +205,11 @@ def load_config(path: str | Path) -> Config:
                 hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
                 if hint:
                     msg += f" (did you mean '{hint[0]}'?)"
+            loc = err["loc"]
+            if len(loc) > 1 and loc[0] == "sources" and isinstance(loc[1], int):
+                raw = (data.get("sources") or [])[loc[1]]
+                if isinstance(raw, dict) and raw.get("name"):
+                    msg += f" [source '{raw['name']}']"
             lines.append(f"{path}: {where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
 
@@ -214,6 +219,7 @@ def load_config(path: str | Path) -> Config:
     problems: list[str] = []
     for i, src in enumerate(model.sources):
         where = f"{path}: sources[{i}]"
+        first_problem = len(problems)
         if src.name in seen:
             problems.append(f"{where}.name: duplicate source name '{src.name}'")
         seen.add(src.name)
@@ -251,6 +257,8 @@ def load_config(path: str | Path) -> Config:
             src.label_map = _resolve_label_map(str(src.label_map), base, f"{where}.label_map")
         except ConfigError as exc:
             problems.append(str(exc))
+        for k in range(first_problem, len(problems)):  # name the source, not just its position
+            problems[k] += f" [source '{src.name}']"
     b = model.build
     if b.out is not None:
         b.out = expand_path(str(b.out), base, f"{path}: build.out")

@@ -55,7 +55,7 @@ def _fails(cfg: Path, out: Path, capsys, *needles: str) -> str:
 def test_missing_root(good, tmp_path, capsys) -> None:
     cfg = write_yaml(tmp_path / "s2.yaml",
                      {"build": {"name": "B"}, "sources": [_folder_source(root="nowhere")]})
-    _fails(cfg, good[1], capsys, "s2.yaml", "sources[0].root", "does not exist")
+    _fails(cfg, good[1], capsys, "s2.yaml", "sources[0].root", "does not exist", "[source 'xr']")
 
 
 def test_unknown_key_typo(good, tmp_path, capsys) -> None:
