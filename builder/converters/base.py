@@ -66,7 +66,11 @@ class Converter:
         return BuildError(reason, source=self.source, file=file)
 
     def relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        """Path relative to the source root (provenance); absolute if it lies outside it."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
 
 
 _REGISTRY: dict[str, type[Converter]] = {}

@@ -255,7 +255,7 @@ class Coco(_BoxConverter):
                 raise self.error(f"{where}: degenerate bbox {bbox!r}", jpath)
             per_image[ann["image_id"]].append((x, y, x + w, y + h, cats[ann["category_id"]], where))
         img_dir = self._images_dir()
-        json_rel = self._rel(jpath)
+        json_rel = self.relative(jpath)
         for image_id, im in sorted(images.items(), key=lambda kv: str(kv[1].get("file_name"))):
             boxes = per_image[image_id]
             if not boxes and not opts.keep_empty:
@@ -266,16 +266,11 @@ class Coco(_BoxConverter):
             path = img_dir / name
             if not path.is_file():
                 raise self.error(f"image id {image_id!r}: file '{name}' does not exist in {img_dir}", jpath)
-            rel = self._rel(path)
+            rel = self.relative(path)
             size = (int(im["width"]), int(im["height"])) if im.get("width") and im.get("height") else None
             yield Item(key=rel, paths=(rel, json_rel), group=path.stem,
                        data={"size": size, "boxes": boxes})
 
-    def _rel(self, path: Path) -> str:
-        try:
-            return self.relative(path)
-        except ValueError:
-            return path.as_posix()
 
     def load(self, item: Item) -> Iterator[Sample]:
         image = self._read(item.paths[0])

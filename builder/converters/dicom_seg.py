@@ -24,17 +24,15 @@ that name the SEG file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from pydicom.dataset import Dataset
 
-from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries, read_header, scan
-from ..samples import Sample
-from .base import Converter, Item, register
-from .dicom_series import ImageIndex, glob_under, load_series_or_fail
+from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries
+from .base import register
+from .dicom_series import ImageIndex, SeriesAnnotationConverter
 
 
 class DicomSegOptions(BaseModel):
@@ -175,60 +173,19 @@ def seg_masks(seg: Dataset, series: DicomSeries, path: Path) -> dict[str, np.nda
 
 
 @register
-class DicomSeg(Converter):
+class DicomSeg(SeriesAnnotationConverter):
     """``format: dicom_seg``: image series + SEG objects -> one volume sample per SEG."""
 
     format = "dicom_seg"
     Options = DicomSegOptions
+    kind = "SEG"
+    objects_option = "segs"
 
-    def _rel(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
+    def is_annotation(self, ds: Dataset) -> bool:
+        return is_seg(ds)
 
-    def discover(self) -> Iterator[Item]:
-        opts: DicomSegOptions = self.options  # type: ignore[assignment]
-        try:
-            index = ImageIndex.build(self.root, opts.images)
-            segs = [(p, ds) for m in glob_under(self.root, opts.segs) for p, ds in scan(m) if is_seg(ds)]
-        except DicomError as exc:
-            raise self.error(exc.reason, exc.file) from None
-        if not segs:
-            raise self.error(f"no DICOM SEG object matches options.segs '{opts.segs}'", self.root)
-        seen = set()
-        for path, ds in segs:
-            if path in seen:
-                continue
-            seen.add(path)
-            uid, how = referenced_series(ds, index)
-            if uid is None:
-                raise self.error(f"cannot tell which image series this SEG annotates ({how})", path)
-            if uid not in index.series:
-                found = ", ".join(sorted(index.series)) or "none"
-                raise self.error(
-                    f"SEG references image series {uid} (by {how}), which is not under "
-                    f"options.images '{opts.images}' (series found: {found})", path)
-            files = sorted(index.series[uid])
-            yield Item(key=self._rel(path), paths=(self._rel(path), *(self._rel(p) for p in files)),
-                       group=str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None,
-                       data={"series_uid": uid})
+    def referenced_series(self, ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
+        return referenced_series(ds, index)
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        seg_path = self.path(item.paths[0])
-        series = load_series_or_fail(self, [self.path(p) for p in item.paths[1:]], seg_path)
-        try:
-            seg = read_header(seg_path, pixels=True)
-            masks = seg_masks(seg, series, seg_path)
-        except DicomError as exc:
-            raise self.error(exc.reason, exc.file or seg_path) from None
-        yield Sample(
-            source=self.source,
-            sample_id=item.key,
-            files=item.paths,
-            group=item.group or series.group or item.key,
-            volume=series.volume,
-            target_masks=masks,
-            intensity=series.intensity,
-            extra={"series_uid": series.series_uid, "modality": series.modality},
-        )
+    def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
+        return seg_masks(ds, series, path)

@@ -10,8 +10,8 @@ the volume slicer shows a representative slice (see ``slicing`` in sources.yaml)
 VAL/TEST split unit) is the table's patient column, else the DICOM PatientID, else the
 StudyInstanceUID.
 
-This module also holds the helpers the DICOM SEG and RTSTRUCT converters share: glob resolution
-under the root and an index of the image series found there.
+This module also holds what the DICOM SEG and RTSTRUCT converters share: glob resolution under
+the root, an index of the image series found there, and their common base class.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
+from pydicom.dataset import Dataset
 
-from ..dicom_io import DicomError, DicomSeries, is_image, read_series, scan
+from ..dicom_io import DicomError, DicomSeries, is_image, read_header, read_series, scan
 from ..errors import BuildError
 from ..samples import Sample
 from .base import Converter, Item, register
@@ -96,11 +99,6 @@ class DicomSeriesTable(Converter):
         p = Path(value)
         return p if p.is_absolute() else self.root / p
 
-    def _rel(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
 
     def discover(self) -> Iterator[Item]:
         opts: DicomSeriesTableOptions = self.options  # type: ignore[assignment]
@@ -155,7 +153,7 @@ class DicomSeriesTable(Converter):
                     files = index.series[ref]
             except DicomError as exc:
                 raise self.error(exc.reason, exc.file) from None
-            yield Item(key=ref, paths=tuple(self._rel(p) for p in sorted(files)),
+            yield Item(key=ref, paths=tuple(self.relative(p) for p in sorted(files)),
                        labels=tuple(labels[ref]), group=groups.get(ref))
 
     def load(self, item: Item) -> Iterator[Sample]:
@@ -183,3 +181,72 @@ def load_series_or_fail(conv: Converter, paths: list[Path], referrer: Path) -> D
     except DicomError as exc:
         raise BuildError(f"image series referenced by {referrer.name}: {exc.reason}",
                          source=conv.source, file=exc.file or referrer) from None
+
+
+class SeriesAnnotationConverter(Converter):
+    """Shared by ``dicom_seg`` and ``dicom_rtstruct``: annotation objects drawn on a series.
+
+    Subclasses say what the object is (``kind``, :meth:`is_annotation`), which option globs
+    them (``objects_option``), how it names its series (:meth:`referenced_series`) and how its
+    masks are made (:meth:`masks`); discovery, error messages and samples are the same.
+    """
+
+    kind: ClassVar[str]
+    objects_option: ClassVar[str]
+
+    def is_annotation(self, ds: Dataset) -> bool:
+        raise NotImplementedError
+
+    def referenced_series(self, ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
+        raise NotImplementedError
+
+    def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def discover(self) -> Iterator[Item]:
+        images = self.options.images  # type: ignore[attr-defined]
+        pattern = getattr(self.options, self.objects_option)
+        try:
+            index = ImageIndex.build(self.root, images)
+            objects = [(p, ds) for m in glob_under(self.root, pattern) for p, ds in scan(m)
+                       if self.is_annotation(ds)]
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file) from None
+        if not objects:
+            raise self.error(f"no {self.kind} object matches options.{self.objects_option} "
+                             f"'{pattern}'", self.root)
+        seen: set[Path] = set()
+        for path, ds in objects:
+            if path in seen:
+                continue
+            seen.add(path)
+            uid, how = self.referenced_series(ds, index)
+            if uid is None or uid not in index.series:
+                found = ", ".join(sorted(index.series)) or "none"
+                raise self.error(
+                    f"{self.kind} has no matching image series under options.images '{images}' "
+                    f"(looked for {uid or 'a referenced series'} by {how}; series found: {found})",
+                    path)
+            files = sorted(index.series[uid])
+            group = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None
+            yield Item(key=self.relative(path),
+                       paths=(self.relative(path), *(self.relative(p) for p in files)),
+                       group=group, data={"series_uid": uid})
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        obj_path = self.path(item.paths[0])
+        series = load_series_or_fail(self, [self.path(p) for p in item.paths[1:]], obj_path)
+        try:
+            masks = self.masks(read_header(obj_path, pixels=True), series, obj_path)
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file or obj_path) from None
+        yield Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or series.group or item.key,
+            volume=series.volume,
+            target_masks=masks,
+            intensity=series.intensity,
+            extra={"series_uid": series.series_uid, "modality": series.modality},
+        )

@@ -20,7 +20,6 @@ may overlap, so each is its own boolean mask in ``Sample.target_masks``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,9 @@ from pydantic import BaseModel, ConfigDict
 from pydicom.dataset import Dataset
 from skimage.draw import polygon
 
-from ..dicom_io import RTSTRUCT_SOP_CLASS, DicomError, DicomSeries, read_header, scan
-from ..samples import Sample
-from .base import Converter, Item, register
-from .dicom_series import ImageIndex, glob_under, load_series_or_fail
+from ..dicom_io import RTSTRUCT_SOP_CLASS, DicomError, DicomSeries
+from .base import register
+from .dicom_series import ImageIndex, SeriesAnnotationConverter
 
 PLANE_TOLERANCE = 0.25  # max distance (in slices) of contour points from their slice's plane
 
@@ -125,59 +123,19 @@ def roi_masks(ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndar
 
 
 @register
-class DicomRtstruct(Converter):
+class DicomRtstruct(SeriesAnnotationConverter):
     """``format: dicom_rtstruct``: image series + RTSTRUCT -> one volume sample per RTSTRUCT."""
 
     format = "dicom_rtstruct"
     Options = RtstructOptions
+    kind = "RTSTRUCT"
+    objects_option = "structs"
 
-    def _rel(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
+    def is_annotation(self, ds: Dataset) -> bool:
+        return is_rtstruct(ds)
 
-    def discover(self) -> Iterator[Item]:
-        opts: RtstructOptions = self.options  # type: ignore[assignment]
-        try:
-            index = ImageIndex.build(self.root, opts.images)
-            structs = [(p, ds) for m in glob_under(self.root, opts.structs) for p, ds in scan(m)
-                       if is_rtstruct(ds)]
-        except DicomError as exc:
-            raise self.error(exc.reason, exc.file) from None
-        if not structs:
-            raise self.error(f"no RTSTRUCT object matches options.structs '{opts.structs}'", self.root)
-        seen = set()
-        for path, ds in structs:
-            if path in seen:
-                continue
-            seen.add(path)
-            uid, how = referenced_series(ds, index)
-            if uid is None or uid not in index.series:
-                found = ", ".join(sorted(index.series)) or "none"
-                raise self.error(
-                    f"RTSTRUCT has no matching image series under options.images '{opts.images}' "
-                    f"(looked for {uid or 'a referenced series'} by {how}; series found: {found})", path)
-            files = sorted(index.series[uid])
-            yield Item(key=self._rel(path), paths=(self._rel(path), *(self._rel(p) for p in files)),
-                       group=str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None,
-                       data={"series_uid": uid})
+    def referenced_series(self, ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
+        return referenced_series(ds, index)
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        struct_path = self.path(item.paths[0])
-        series = load_series_or_fail(self, [self.path(p) for p in item.paths[1:]], struct_path)
-        try:
-            ds = read_header(struct_path, pixels=True)
-            masks = roi_masks(ds, series, struct_path)
-        except DicomError as exc:
-            raise self.error(exc.reason, exc.file or struct_path) from None
-        yield Sample(
-            source=self.source,
-            sample_id=item.key,
-            files=item.paths,
-            group=item.group or series.group or item.key,
-            volume=series.volume,
-            target_masks=masks,
-            intensity=series.intensity,
-            extra={"series_uid": series.series_uid, "modality": series.modality},
-        )
+    def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
+        return roi_masks(ds, series, path)
