@@ -168,3 +168,13 @@ def check_same_grid(
             source=source,
             file=image_file,
         )
+
+
+def read_image_and_labels(
+    image_file: Path, label_file: Path, channel: int | None = None, source: str | None = None
+) -> tuple[Volume, Volume]:
+    """An image volume and its label volume, checked to share one voxel grid."""
+    volume = read_volume(image_file, channel)
+    labels = read_volume(label_file)
+    check_same_grid(volume, labels, image_file, label_file, source=source)
+    return volume, labels

@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..samples import Sample
-from ..volume_io import check_same_grid, read_volume, strip_volume_suffix, volume_suffix
+from ..volume_io import read_image_and_labels, strip_volume_suffix, volume_suffix
 from .base import Converter, Item, register
 
 BUILTIN_PLACEHOLDERS = {"stem", "name", "dir", "parent"}
@@ -127,9 +127,7 @@ class ImageLabelGlob(Converter):
     def load(self, item: Item) -> Iterator[Sample]:
         opts: ImageLabelGlobOptions = self.options  # type: ignore[assignment]
         image_path, label_path = self.path(item.paths[0]), self.path(item.paths[1])
-        volume = read_volume(image_path, opts.channel)
-        labels = read_volume(label_path)
-        check_same_grid(volume, labels, image_path, label_path, source=self.source)
+        volume, labels = read_image_and_labels(image_path, label_path, opts.channel, self.source)
         if opts.intensity == "auto":
             arr = np.asanyarray(volume.array)
             is_ct = arr.size > 0 and float(arr.min()) <= AUTO_CT_THRESHOLD

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..samples import Sample
-from ..volume_io import VOLUME_SUFFIXES, check_same_grid, read_volume, strip_volume_suffix, volume_suffix
+from ..volume_io import VOLUME_SUFFIXES, read_image_and_labels, strip_volume_suffix, volume_suffix
 from .base import Converter, Item, register
 
 
@@ -162,9 +162,7 @@ class Msd(Converter):
             raise self.error("image file listed in dataset.json does not exist", image_path)
         if not label_path.is_file():
             raise self.error(f"label file for image {image_rel} does not exist", label_path)
-        volume = read_volume(image_path, opts.channel)
-        labels = read_volume(label_path)
-        check_same_grid(volume, labels, image_path, label_path, source=self.source)
+        volume, labels = read_image_and_labels(image_path, label_path, opts.channel, self.source)
         target_masks = None
         if regions:  # overlapping regions (nnU-Net v2 region-based training): one mask each
             lm = np.asanyarray(labels.array)
