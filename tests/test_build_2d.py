@@ -255,3 +255,26 @@ def test_medmnist_3d_volumes(tmp_path: Path) -> None:
         img = decode_image(row["image"])
         assert img.shape == (28, 28, 3)
         assert img[3, 5, 0] == 0  # axial display: row = y, column = x
+
+
+def test_csv_one_hot_columns_bare_ids_and_windows_paths(tmp_path: Path) -> None:
+    """HAM10000/CheXpert-style tables: one-hot label columns, bare image ids, '\\' paths."""
+    arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
+    imgs, labels = arrays["val_images"], arrays["val_labels"][:, 0]
+    picks = list(np.flatnonzero(labels == 0)[:5]) + list(np.flatnonzero(labels == 1)[:5])
+    (tmp_path / "data" / "imgs").mkdir(parents=True)
+    rows = ["image,NORMAL,PNEUMONIA"]
+    for k in picks:
+        Image.fromarray(imgs[k]).save(tmp_path / "data" / "imgs" / f"v{k}.jpg", quality=100)
+        rows.append(f"imgs\\v{k},{1.0 - labels[k]:.1f},{float(labels[k]):.1f}")
+    (tmp_path / "data" / "gt.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "map.yaml").write_text(
+        "department: Pulmonary Medicine\nlabels:\n  NORMAL: normal\n  PNEUMONIA: pneumonia\n")
+    cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "OH"}, "sources": [
+        {"name": "onehot", "format": "csv_table", "root": "data", "modality": "X-ray",
+         "label_map": "map.yaml", **CITE,
+         "options": {"table": "gt.csv", "image_column": "image",
+                     "label_columns": ["NORMAL", "PNEUMONIA"], "image_suffix": ".jpg"}}]})
+    assert run_build(cfg, tmp_path / "out") == 0
+    got = {r["sample_id"]: r["category"] for r in read_manifest(tmp_path / "out")}
+    assert got == {f"imgs/v{k}.jpg": ("pneumonia" if labels[k] else "normal") for k in picks}

@@ -1,7 +1,11 @@
 """CSV/TSV label table: one row per image with its path, its label and optionally a patient id.
 
-Image paths in the table are relative to ``image_root`` (default: the source root). Several
-rows may name the same image (multi-label); their labels are merged.
+Image paths in the table are relative to ``image_root`` (default: the source root); Windows
+separators are accepted, and ``image_suffix`` completes bare ids (ISIC: ``ISIC_0024306`` ->
+``ISIC_0024306.jpg``). The label is one column (``label_column``, optionally split on
+``label_separator``) or a set of one-hot columns (``label_columns``: the raw labels are the names
+of the columns holding 1 / 1.0 / true / yes, as in HAM10000 or CheXpert tables). Several rows may
+name the same image (multi-label); their labels are merged.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..image2d import read_image
 from ..samples import Sample
@@ -21,11 +25,22 @@ class TableOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     table: str  # path relative to the source root (or absolute)
     image_column: str
-    label_column: str
+    label_column: str | None = None
+    label_columns: list[str] | None = None  # one-hot columns: raw label = the column's name
     patient_column: str | None = None
+    image_suffix: str = ""  # appended to each image cell, e.g. ".jpg" for bare ids
     separator: str | None = None  # default: tab for .tsv, comma otherwise
     image_root: str | None = None  # folder the image paths are relative to (default: root)
     label_separator: str | None = None  # e.g. "|" for "a|b" multi-label cells
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> TableOptions:
+        if (self.label_column is None) == (self.label_columns is None):
+            raise ValueError("give exactly one of label_column or label_columns")
+        return self
+
+
+TRUE_CELLS = {"1", "1.0", "true", "yes", "y", "t"}
 
 
 def read_table(path: Path, opts: TableOptions) -> pd.DataFrame:
@@ -59,9 +74,8 @@ class CsvTable(Converter):
             df = read_table(table, opts)
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise self.error(f"cannot parse label table: {exc}", table) from None
-        needed = [opts.image_column, opts.label_column] + (
-            [opts.patient_column] if opts.patient_column else []
-        )
+        label_cols = opts.label_columns or [opts.label_column]
+        needed = [opts.image_column, *label_cols] + ([opts.patient_column] if opts.patient_column else [])
         missing = [c for c in needed if c not in df.columns]
         if missing:
             raise self.error(
@@ -71,13 +85,19 @@ class CsvTable(Converter):
         groups: dict[str, str] = {}
         for row_no, row in enumerate(df.itertuples(index=False), start=2):
             rec = dict(zip(df.columns, row))
-            image = rec[opts.image_column].strip()
+            image = rec[opts.image_column].strip().replace("\\", "/")
             if not image:
                 raise self.error(f"row {row_no}: empty image path", table)
-            cell = rec[opts.label_column].strip()
-            if cell == "":
-                raise self.error(f"row {row_no}: empty label for {image}", table)
-            parts = cell.split(opts.label_separator) if opts.label_separator else [cell]
+            image += opts.image_suffix
+            if opts.label_columns:
+                parts = [c for c in opts.label_columns if rec[c].strip().lower() in TRUE_CELLS]
+                if not parts:
+                    raise self.error(f"row {row_no}: no label column is set for {image}", table)
+            else:
+                cell = rec[opts.label_column].strip()
+                if cell == "":
+                    raise self.error(f"row {row_no}: empty label for {image}", table)
+                parts = cell.split(opts.label_separator) if opts.label_separator else [cell]
             bucket = labels.setdefault(image, [])
             bucket.extend(p.strip() for p in parts if p.strip() and p.strip() not in bucket)
             if opts.patient_column:
