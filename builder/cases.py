@@ -64,6 +64,8 @@ class CaseMaker:
     ) -> Case:
         pair_id = stable_id(s.source, s.sample_id, std.label, pair_key)
         case_id = stable_id(pair_id, granularity)
+        if "max_side_scale" in s.extra:  # region coordinates are in the downscaled image
+            region = {**region, "max_side_scale": s.extra["max_side_scale"]}
         keep = self.keep(pair_id, case_id, std.label, granularity)
         return Case(
             case_id=case_id,

@@ -93,6 +93,9 @@ class SourceConfig(Strict):
     slicing: SlicingConfig = Field(default_factory=SlicingConfig)
     boxes_from_masks: BoxesFromMasks | None = None
     segmentation: bool = Field(default=True, description="emit mask+contour cases for masks")
+    max_side: int | None = Field(
+        default=None, ge=32, description="downscale images whose longer side exceeds this"
+    )
 
     @field_validator("patient_key")
     @classmethod

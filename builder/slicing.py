@@ -6,11 +6,12 @@ sliced by :mod:`gmai_build.volumes` according to the source's ``slicing`` settin
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from .config import SourceConfig
 from .normalize import normalize_2d
-from .samples import CLS_2D, DET_2D, SEG_2D, Sample, Slice2D
+from .samples import CLS_2D, DET_2D, SEG_2D, Box, Sample, Slice2D
 
 
 def label_mask_targets(
@@ -31,7 +32,36 @@ def label_mask_targets(
     return targets
 
 
+def limit_side(s: Slice2D, max_side: int | None) -> Slice2D:
+    """Downscale a slice whose longer side exceeds ``max_side``, annotations included.
+
+    The image is resampled with area averaging, masks with nearest-exact on the same output
+    size and boxes are scaled, so overlays stay aligned; the scale is recorded in ``extra``.
+    """
+    h, w = s.rgb.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return s
+    f = max_side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))  # cv2: (width, height)
+    sx, sy = size[0] / w, size[1] / h
+    nearest = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
+    s.rgb = cv2.resize(s.rgb, size, interpolation=cv2.INTER_AREA)
+    s.target_masks = {
+        raw: cv2.resize(m.astype(np.uint8), size, interpolation=nearest).astype(bool)
+        for raw, m in s.target_masks.items()
+    }
+    s.boxes = tuple(
+        Box(b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy, b.raw_label) for b in s.boxes
+    )
+    s.extra = {**s.extra, "max_side_scale": [sy, sx]}
+    return s
+
+
 def to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
+    return [limit_side(s, source.max_side) for s in _to_slices(sample, source)]
+
+
+def _to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     if sample.volume is not None:
         from .volumes import slices_from_volume
 
