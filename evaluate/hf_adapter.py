@@ -2,7 +2,8 @@
 
 Any family that ``AutoModelForImageTextToText`` + ``AutoProcessor`` load and whose chat template
 accepts ``{"type": "image"}`` content works (Qwen2/2.5-VL, LLaVA/LLaVA-OneVision, InternVL-hf,
-Idefics3/SmolVLM, Gemma 3). Batches are left-padded.
+Idefics3/SmolVLM, Gemma 3). Batches are left-padded. Without torchvision, processors with a video
+part (Qwen2/2.5-VL, ...) are loaded without it (``no_video_processor``); images need none.
 
 Modes:
 - ``generate``: greedy decoding of up to ``max_new_tokens``; the text is extracted afterwards.
@@ -81,7 +82,21 @@ class HFModel:
     def _load_processor(self, path: str) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path)
+        try:
+            return AutoProcessor.from_pretrained(path)
+        except (ImportError, OSError):
+            # Families whose processor has a video part (Qwen2/2.5-VL, LLaVA-OneVision, ...) need
+            # torchvision for it; images-only evaluation can do without (see no_video_processor).
+            # (A checkpoint saved without torchvision has no video config: OSError.)
+            if importlib.util.find_spec("torchvision") is not None:
+                raise
+            import transformers
+
+            name = processor_class_name(path)
+            cls = getattr(transformers, name, None) if name else None
+            if cls is None or not any(_is_video(a) for a in cls.get_attributes()):
+                raise
+            return no_video_processor(cls).from_pretrained(path)
 
     # -- inputs -------------------------------------------------------------------------------
     def encode(self, items: list[Item], prompts: list[str]) -> Any:
@@ -153,3 +168,52 @@ class HFModel:
             best = max(scores, key=lambda k: scores[k]) if scores else "Z"
             outs.append(Output(letter=best, method="loglik", scores=scores))
         return outs
+
+
+
+def _is_video(attribute_name: str) -> bool:
+    return "video" in attribute_name
+
+
+def no_video_processor(cls: type) -> type:
+    """``cls`` (a processor class) without its video processor, for use without torchvision.
+
+    In transformers 5.x the video processors (``Qwen2VLVideoProcessor``, ...) require
+    torchvision, and a processor cannot be built with ``video_processor=None`` either: every
+    component, ``None`` included, is type-checked, and that check fails without torchvision
+    (``AttributeError: type object 'VIDEO_PROCESSOR_MAPPING' has no attribute '_extra_content'``);
+    ``save_pretrained`` then fails on the ``None`` too. Images-only use needs no video processor,
+    so this subclass drops the video components from the processor's attributes. Its
+    ``__name__`` is the original's, so ``save_pretrained`` records the original
+    ``processor_class``.
+    """
+
+    class NoVideoProcessor(cls):  # type: ignore[misc, valid-type]
+        @classmethod
+        def get_attributes(klass) -> list[str]:
+            return [a for a in super().get_attributes() if not _is_video(a)]
+
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument is None and _is_video(argument_name):
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    NoVideoProcessor.__name__ = cls.__name__
+    NoVideoProcessor.__qualname__ = cls.__qualname__
+    return NoVideoProcessor
+
+
+def processor_class_name(path: str) -> str | None:
+    """The checkpoint's processor class: ``processor_class`` of its configs, else by model type."""
+    import json
+
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        file = Path(path) / name
+        if file.is_file():
+            found = json.loads(file.read_text(encoding="utf-8")).get("processor_class")
+            if found:
+                return str(found)
+    from transformers import AutoConfig
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    return PROCESSOR_MAPPING_NAMES.get(AutoConfig.from_pretrained(path).model_type)

@@ -4,11 +4,16 @@ Why: the tests need a real checkpoint (weights + processor + chat template) that
 ``hf:PATH`` exactly as a user's checkpoint would, and the throughput bench needs the same
 architectures at real size (~2B parameters). Both come from here.
 
-Two families:
+Families:
 - ``llava``: LLaVA (CLIP vision tower + Qwen2 language model). Its processor needs only an image
   processor and a tokenizer, so it works without torchvision: the CPU tests use it.
+- ``idefics3``: Idefics3 / SmolVLM (SigLIP-style vision tower, pixel shuffle, Llama language
+  model), no image splitting. Tiny size only.
+- ``gemma3``: Gemma 3 (SigLIP vision tower, pooled projector, Gemma 3 language model). Tiny size
+  only.
 - ``qwen2_vl``: Qwen2-VL. Its processor includes a video processor, which transformers 5.x only
-  builds when torchvision is installed (typical on GPU machines, absent here).
+  builds when torchvision is installed (typical on GPU machines, absent here). Without
+  torchvision, ``build_processor`` builds it with no video processor (``NoVideoProcessor``).
 
 The tokenizer is a byte-level BPE with no merges (one token per byte) plus ChatML special
 tokens, wrapped in ``PreTrainedTokenizerFast``; it encodes any text, and every option letter
@@ -31,6 +36,14 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
+# Family-specific special tokens (appended after SPECIAL_TOKENS, so shared ids do not move).
+IDEFICS3_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"] + [
+    f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+GEMMA3_TOKENS = ["<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+EXTRA_TOKENS = {"idefics3": IDEFICS3_TOKENS, "gemma3": GEMMA3_TOKENS}
+# Gemma3Processor reads these as tokenizer attributes (boi_token, image_token, ...).
+GEMMA3_NAMED = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>",
+                "eoi_token": "<end_of_image>"}
 
 # ChatML template; the image placeholder depends on the family.
 _CHAT_TEMPLATE = (
@@ -46,6 +59,8 @@ _CHAT_TEMPLATE = (
 )
 CHAT_TEMPLATES = {
     "llava": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>\n"),
+    "idefics3": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>"),
+    "gemma3": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<start_of_image>"),
     "qwen2_vl": _CHAT_TEMPLATE.replace(
         "IMAGE_PLACEHOLDER", "<|vision_start|><|image_pad|><|vision_end|>"
     ),
@@ -71,6 +86,13 @@ CLIP_VISION = {
                num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768),
 }
 QWEN_PIXELS = {"tiny": (56 * 56, 112 * 112), "2b": (448 * 448, 448 * 448)}
+# Tiny SigLIP-style towers: 32x32 images, 8x8 patches -> 16 patches.
+# Idefics3: pixel shuffle with scale_factor 2 -> 16 / 2**2 = 4 image tokens.
+# Gemma 3: average-pooled to mm_tokens_per_image = 4 image tokens.
+SIGLIP_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=2, image_size=32, patch_size=8)
+SIGLIP_IMAGE_TOKENS = 4
+FAMILIES = ("llava", "idefics3", "gemma3", "qwen2_vl")
 
 
 def has_torchvision() -> bool:
@@ -93,10 +115,13 @@ def build_tokenizer(family: str = "llava") -> Any:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
+    named = GEMMA3_NAMED if family == "gemma3" else {}
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        **({"extra_special_tokens": named} if named else {}),
     )
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    fast.add_special_tokens(
+        {"additional_special_tokens": SPECIAL_TOKENS + EXTRA_TOKENS.get(family, [])})
     fast.chat_template = CHAT_TEMPLATES[family]
     fast.padding_side = "left"
     return fast
@@ -118,23 +143,62 @@ def build_processor(family: str = "llava", size: str = "tiny") -> Any:
             patch_size=CLIP_VISION[size]["patch_size"], vision_feature_select_strategy="default",
             image_token="<image>", num_additional_image_tokens=1,
         )
-    from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor, Qwen2VLVideoProcessor
+    if family == "idefics3":
+        from transformers import Idefics3ImageProcessorPil, Idefics3Processor
+
+        _tiny_only(family, size)
+        side = SIGLIP_VISION["image_size"]
+        image_processor = Idefics3ImageProcessorPil(
+            do_image_splitting=False, size={"longest_edge": side},
+            max_image_size={"longest_edge": side},
+        )
+        return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                 image_seq_len=SIGLIP_IMAGE_TOKENS, chat_template=template)
+    if family == "gemma3":
+        from transformers import Gemma3ImageProcessorPil, Gemma3Processor
+
+        _tiny_only(family, size)
+        side = SIGLIP_VISION["image_size"]
+        image_processor = Gemma3ImageProcessorPil(
+            size={"height": side, "width": side}, do_pan_and_scan=False)
+        return Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                               image_seq_length=SIGLIP_IMAGE_TOKENS, chat_template=template)
+    if family != "qwen2_vl":
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor
 
     min_pixels, max_pixels = QWEN_PIXELS[size]
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
     )
-    # The processor type-checks every component, so the (unused) video processor must exist;
-    # transformers 5.x builds it only with torchvision installed.
+    if not has_torchvision():
+        # transformers 5.x builds Qwen2VLVideoProcessor only with torchvision, and rejects
+        # video_processor=None; see hf_adapter.NoVideoProcessor.
+        from .hf_adapter import no_video_processor
+
+        return no_video_processor(Qwen2VLProcessor)(
+            image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+            chat_template=template)
+    from transformers import Qwen2VLVideoProcessor
+
     return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                             video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+
+
+def _tiny_only(family: str, size: str) -> None:
+    if size != "tiny":
+        raise ValueError(f"family {family!r} is only built at size 'tiny', not {size!r}")
 
 
 def build_config(family: str = "llava", size: str = "tiny", tokenizer: Any | None = None) -> Any:
     """A model config of the family and size whose special-token ids match ``build_tokenizer``."""
     tokenizer = tokenizer or build_tokenizer(family)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text = dict(TEXT_SIZES[size], bos_token_id=ids["<|endoftext|>"],
+    ids = {t: tokenizer.convert_tokens_to_ids(t)
+           for t in SPECIAL_TOKENS + EXTRA_TOKENS.get(family, [])}
+    sizes = dict(TEXT_SIZES[size])
+    if family in EXTRA_TOKENS:  # newer families: no unused ids, so every generated id decodes
+        sizes["vocab_size"] = len(tokenizer)
+    text = dict(sizes, bos_token_id=ids["<|endoftext|>"],
                 eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
                 max_position_embeddings=32768)
     if family == "llava":
@@ -146,6 +210,29 @@ def build_config(family: str = "llava", size: str = "tiny", tokenizer: Any | Non
             image_token_id=ids["<image>"], vision_feature_select_strategy="default",
             vision_feature_layer=-2, projector_hidden_act="gelu", tie_word_embeddings=False,
         )
+    if family == "idefics3":
+        from transformers import Idefics3Config
+
+        _tiny_only(family, size)
+        return Idefics3Config(
+            text_config=dict(text, model_type="llama", tie_word_embeddings=False),
+            vision_config=dict(SIGLIP_VISION), scale_factor=2,
+            image_token_id=ids["<image>"], tie_word_embeddings=False,
+        )
+    if family == "gemma3":
+        from transformers import Gemma3Config
+
+        _tiny_only(family, size)
+        return Gemma3Config(
+            text_config=dict(text, model_type="gemma3_text", head_dim=16, sliding_window=16,
+                             query_pre_attn_scalar=16),
+            vision_config=dict(SIGLIP_VISION, model_type="siglip_vision_model"),
+            mm_tokens_per_image=SIGLIP_IMAGE_TOKENS,
+            boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+            image_token_index=ids["<image_soft_token>"],
+        )
+    if family != "qwen2_vl":
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
     from transformers import Qwen2VLConfig
 
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0,
