@@ -138,12 +138,15 @@ class DistractorPools:
             base = self.local[(case.modality, case.task, case.granularity)]
         out = sorted(x for x in base if x not in excluded and not _conflicts(x, case.label))
         if case.granularity != IMAGE_LEVEL and len(out) < wanted and self.fallback:
+            # Too few labels in the build for this modality x task x granularity: borrow
+            # the vocabulary's, same department first (a brain finding gets brain findings).
             extra = [
                 x for x in self.vocab.labels_for(case.task, case.modality)
                 if x not in excluded and x not in out
                 and not _conflicts(x, case.label) and not _shares_word(x, case.label)
             ]
-            out += extra
+            same_dept = [x for x in extra if self.vocab.entries[x].department == case.department]
+            out += same_dept if len(same_dept) >= wanted else extra
         return out
 
 
@@ -164,7 +167,7 @@ def make_question(
         template = choices[rng.randrange(len(choices))]
         return Question(case, template.id, template.render(case.modality), list(partner.options),
                         partner.answer)
-    candidates = pools.candidates(case, option_count.max - 1)
+    candidates = pools.candidates(case, option_count.min - 1)
     # Drop candidates that conflict with each other as options (keep the earlier, sorted).
     if not candidates:
         return None

@@ -1,4 +1,4 @@
-"""hf:PATH across model families: tiny random Idefics3, Gemma 3 and Qwen2-VL checkpoints.
+"""hf:PATH across model families: tiny random Idefics3, Gemma 3, Qwen2-VL, Qwen2.5-VL.
 
 Each is built locally from a config (no downloads), saved with save_pretrained and loaded
 through ``hf:PATH`` exactly as a user's checkpoint. Per family: generate returns text, the
@@ -23,6 +23,7 @@ IMAGE_TOKENS = {
     "idefics3": ("<image>", 4),
     "gemma3": ("<image_soft_token>", 4),
     "qwen2_vl": ("<|image_pad|>", 4),
+    "qwen2_5_vl": ("<|image_pad|>", 4),
 }
 FAMILIES = list(IMAGE_TOKENS)
 
@@ -43,14 +44,18 @@ def reference_processor(path: Path) -> Any:
 
     if has_torchvision():
         return AutoProcessor.from_pretrained(path)
-    # Without torchvision, AutoProcessor cannot build processors with a video part (Qwen2-VL).
+    # Without torchvision, AutoProcessor cannot build processors with a video part (Qwen2-VL,
+    # Qwen2.5-VL).
     try:
         return AutoProcessor.from_pretrained(path)
     except (ImportError, OSError):
-        from gmai_eval.hf_adapter import no_video_processor
-        from transformers import Qwen2VLProcessor
+        import json
 
-        return no_video_processor(Qwen2VLProcessor).from_pretrained(path)
+        import transformers
+        from gmai_eval.hf_adapter import no_video_processor
+
+        name = json.loads((path / "processor_config.json").read_text())["processor_class"]
+        return no_video_processor(getattr(transformers, name)).from_pretrained(path)
 
 
 def test_generate_returns_text(family_ckpt: tuple[str, Path], tsv_factory) -> None:
