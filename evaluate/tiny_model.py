@@ -13,7 +13,8 @@ Families:
   only.
 - ``qwen2_vl``: Qwen2-VL. Its processor includes a video processor, which transformers 5.x only
   builds when torchvision is installed (typical on GPU machines, absent here). Without
-  torchvision, ``build_processor`` builds it with no video processor (``NoVideoProcessor``).
+  torchvision, ``build_processor`` builds it with no video processor (``no_video_processor``).
+- ``qwen2_5_vl``: Qwen2.5-VL (windowed-attention vision tower), same processor setup. Tiny only.
 
 The tokenizer is a byte-level BPE with no merges (one token per byte) plus ChatML special
 tokens, wrapped in ``PreTrainedTokenizerFast``; it encodes any text, and every option letter
@@ -92,7 +93,9 @@ QWEN_PIXELS = {"tiny": (56 * 56, 112 * 112), "2b": (448 * 448, 448 * 448)}
 SIGLIP_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=2, image_size=32, patch_size=8)
 SIGLIP_IMAGE_TOKENS = 4
-FAMILIES = ("llava", "idefics3", "gemma3", "qwen2_vl")
+QWEN25_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                     out_hidden_size=64, fullatt_block_indexes=[1], window_size=56)
+FAMILIES = ("llava", "idefics3", "gemma3", "qwen2_vl", "qwen2_5_vl")
 
 
 def has_torchvision() -> bool:
@@ -122,7 +125,7 @@ def build_tokenizer(family: str = "llava") -> Any:
     )
     fast.add_special_tokens(
         {"additional_special_tokens": SPECIAL_TOKENS + EXTRA_TOKENS.get(family, [])})
-    fast.chat_template = CHAT_TEMPLATES[family]
+    fast.chat_template = CHAT_TEMPLATES[_template_family(family)]
     fast.padding_side = "left"
     return fast
 
@@ -130,7 +133,7 @@ def build_tokenizer(family: str = "llava") -> Any:
 def build_processor(family: str = "llava", size: str = "tiny") -> Any:
     """The family's processor, from the local tokenizer and a PIL image processor."""
     tokenizer = build_tokenizer(family)
-    template = CHAT_TEMPLATES[family]
+    template = CHAT_TEMPLATES[_template_family(family)]
     if family == "llava":
         from transformers import CLIPImageProcessorPil, LlavaProcessor
 
@@ -163,10 +166,13 @@ def build_processor(family: str = "llava", size: str = "tiny") -> Any:
             size={"height": side, "width": side}, do_pan_and_scan=False)
         return Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
                                image_seq_length=SIGLIP_IMAGE_TOKENS, chat_template=template)
-    if family != "qwen2_vl":
+    if family not in ("qwen2_vl", "qwen2_5_vl"):
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
-    from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor
 
+    if family == "qwen2_5_vl":
+        _tiny_only(family, size)
+    processor_cls = Qwen2VLProcessor if family == "qwen2_vl" else Qwen2_5_VLProcessor
     min_pixels, max_pixels = QWEN_PIXELS[size]
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
@@ -176,13 +182,17 @@ def build_processor(family: str = "llava", size: str = "tiny") -> Any:
         # video_processor=None; see hf_adapter.NoVideoProcessor.
         from .hf_adapter import no_video_processor
 
-        return no_video_processor(Qwen2VLProcessor)(
+        return no_video_processor(processor_cls)(
             image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
             chat_template=template)
     from transformers import Qwen2VLVideoProcessor
 
-    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+    return processor_cls(image_processor=image_processor, tokenizer=tokenizer,
+                         video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+
+
+def _template_family(family: str) -> str:
+    return "qwen2_vl" if family == "qwen2_5_vl" else family
 
 
 def _tiny_only(family: str, size: str) -> None:
@@ -231,16 +241,20 @@ def build_config(family: str = "llava", size: str = "tiny", tokenizer: Any | Non
             boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
             image_token_index=ids["<image_soft_token>"],
         )
-    if family != "qwen2_vl":
+    if family not in ("qwen2_vl", "qwen2_5_vl"):
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
-    from transformers import Qwen2VLConfig
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0,
                                "mrope_section": MROPE[size]}
-    return Qwen2VLConfig(
+    if family == "qwen2_5_vl":
+        _tiny_only(family, size)
+        config_cls, vision = Qwen2_5_VLConfig, QWEN25_VISION
+    else:
+        config_cls, vision = Qwen2VLConfig, QWEN_VISION[size]
+    return config_cls(
         text_config=text,
-        vision_config=dict(QWEN_VISION[size], patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2),
+        vision_config=dict(vision, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
