@@ -15,7 +15,7 @@ import platform
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class SourceContext:
     converter: Converter
     label_map: LabelMap
     maker: CaseMaker
+    items: list[Item] = field(default_factory=list)
 
 
 def prepare(config: Config) -> tuple[Vocabulary, dict[str, SourceContext], QuestionPool]:
@@ -258,6 +259,136 @@ def default_workers() -> int:
     return max(1, min(8, cores))
 
 
+@dataclass
+class Collected:
+    """What the reading stage leaves: case metadata, where each PNG is, and input checksums."""
+
+    cases: list[Case] = field(default_factory=list)
+    refs: dict[str, tuple[int, int]] = field(default_factory=dict)  # case id -> spool slot
+    image_sha256: dict[str, str] = field(default_factory=dict)  # case id -> PNG checksum
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> file -> sha256
+
+
+def collect_cases(
+    contexts: dict[str, SourceContext], config: Config, previous: dict[str, dict],
+    spool: ImageSpool, workers: int, progress: bool,
+) -> Collected:
+    """Read every source (in parallel), park rendered PNGs in the spool, keep metadata only."""
+    b = config.build
+    out = Collected()
+    seen: set[str] = set()
+    tracker = CapTracker(b.per_label_cap, b.seed, previous)
+    for ctx in contexts.values():
+        src = ctx.config
+        items = prefilter_items(ctx, ctx.items, b.per_label_cap, b.seed, previous)
+        bar = tqdm(total=len(items), desc=src.name, unit="item", disable=not progress,
+                   file=sys.stderr)
+        for item_cases in iter_cases(ctx, items, workers, tracker):
+            for c in item_cases:
+                if c.case_id in seen:
+                    raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
+                                     source=src.name)
+                seen.add(c.case_id)
+                if c.rendered:
+                    out.refs[c.case_id] = spool.put(c.png)
+                    out.image_sha256[c.case_id] = hashlib.sha256(c.png).hexdigest()
+                tracker.seen(c)
+                out.cases.append(replace(c, png=b""))
+            bar.update(1)
+        bar.close()
+        files = sorted({p for item in items for p in item.paths})
+        out.inputs[src.name] = {
+            p: sha256_file(ctx.converter.path(p)) for p in files if ctx.converter.path(p).is_file()
+        }
+    return out
+
+
+def make_questions(
+    cases: list[Case], vocab: Vocabulary, pool: QuestionPool, config: Config,
+    previous: dict[str, dict],
+) -> tuple[list[Question], set[str], Counter[str]]:
+    """Cap, then one question per selected case: previous questions reused as they were.
+
+    Returns the questions, the ids of the reused ones, and skipped cases counted by reason.
+    """
+    b = config.build
+    selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
+    assert all(c.rendered for c in selected), "the cap tracker skipped a selectable case"
+    pools = DistractorPools(cases, vocab, pool)  # all labels seen, not only the capped
+    letter_counts: Counter[str] = Counter()
+    questions: list[Question] = []
+    skipped: Counter[str] = Counter()
+    reused = [c for c in selected if _reusable(previous.get(c.case_id), c)]
+    # The mask and contour questions of one target share their options and answer letter.
+    partners: dict[str, Question] = {}
+    for c in reused:
+        questions.append(reuse_question(c, previous[c.case_id], letter_counts))
+        if cap_family(c.granularity) == "segmentation":
+            partners.setdefault(c.pair_id, questions[-1])
+    reused_ids = {c.case_id for c in reused}
+    for c in selected:
+        if c.case_id in reused_ids:
+            continue
+        q = make_question(c, pools, pool, b.seed, b.options, letter_counts,
+                          partner=partners.get(c.pair_id))
+        if q is None:
+            skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
+            continue
+        questions.append(q)
+        if cap_family(c.granularity) == "segmentation":
+            partners.setdefault(c.pair_id, q)
+    if not questions:
+        raise BuildError("no question could be made: " + "; ".join(skipped) if skipped
+                         else "no question could be made: the sources yielded no labelled case")
+    return questions, reused_ids, skipped
+
+
+def number_and_split(
+    questions: list[Question], reused_ids: set[str], previous: dict[str, dict],
+    config: Config, image_sha256: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Manifest records sorted by index: reused questions keep theirs, new ones follow."""
+    b = config.build
+    next_index = max((r["index"] for r in previous.values()), default=-1) + 1
+    records = []
+    for q in questions:
+        c = q.case
+        if c.case_id in reused_ids:
+            index = previous[c.case_id]["index"]
+        else:
+            index, next_index = next_index, next_index + 1
+        split = split_of(c.source, c.group, b.val_fraction)
+        records.append(_record(q, index, split, b.seed, image_sha256[c.case_id]))
+    records.sort(key=lambda r: r["index"])
+    _check_no_leak(records)
+    return records
+
+
+def write_outputs(
+    stage: Path, config: Config, records: list[dict[str, Any]], spool: ImageSpool,
+    refs: dict[str, tuple[int, int]], summary: dict[str, Any], build_info: dict[str, Any],
+) -> list[str]:
+    """TSVs, answer key, manifest, summary and build info into the staging folder."""
+    name = config.build.name
+    val_rows = [r for r in records if r["split"] == VAL]
+    test_rows = [r for r in records if r["split"] != VAL]
+
+    def rows(recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for r in recs:  # images stream from the spool, one row at a time
+            yield _tsv_row(r, spool.get(refs[r["case_id"]]))
+
+    write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))
+    write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows))
+    write_tsv(stage / f"{name}_TEST_answers.tsv", ["index", "answer"],
+              ({"index": r["index"], "answer": r["answer"]} for r in test_rows))
+    write_jsonl(stage / MANIFEST, records)
+    write_json(stage / "summary.json", summary)
+    (stage / "summary.md").write_text(summary_markdown(summary, name))
+    write_json(stage / BUILD_INFO, build_info)
+    return [f"{name}_VAL.tsv", f"{name}_TEST.tsv", f"{name}_TEST_answers.tsv",
+            "summary.json", "summary.md", BUILD_INFO, MANIFEST]
+
+
 def build(
     config: Config,
     out_dir: Path,
@@ -266,105 +397,29 @@ def build(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole build and publish into ``out_dir``; returns the summary."""
-    b = config.build
-    n_workers = workers if workers is not None else (b.workers or default_workers())
+    n_workers = workers if workers is not None else (config.build.workers or default_workers())
     vocab, contexts, pool = prepare(config)
     previous = read_manifest(out_dir)
     for ctx in contexts.values():  # cheap checks for every source before any image is read
-        ctx.items = discover(ctx)  # type: ignore[attr-defined]
-        check_known_labels(ctx, ctx.items)  # type: ignore[attr-defined]
+        ctx.items = discover(ctx)
+        check_known_labels(ctx, ctx.items)
 
     with staging(out_dir) as stage:
         spool = ImageSpool(stage / "images.spool")
-        cases: list[Case] = []
-        refs: dict[str, tuple[int, int]] = {}
-        seen_ids: set[str] = set()
-        inputs: dict[str, dict[str, str]] = {}
-        tracker = CapTracker(b.per_label_cap, b.seed, previous)
-        for ctx in contexts.values():
-            src = ctx.config
-            items = prefilter_items(ctx, ctx.items, b.per_label_cap, b.seed, previous)  # type: ignore[attr-defined]
-            bar = tqdm(total=len(items), desc=f"{src.name}", unit="item", disable=not progress,
-                       file=sys.stderr)
-            for item_cases in iter_cases(ctx, items, n_workers, tracker):
-                for c in item_cases:
-                    if c.case_id in seen_ids:
-                        raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
-                                         source=src.name)
-                    seen_ids.add(c.case_id)
-                    if c.rendered:
-                        refs[c.case_id] = spool.put(c.png)
-                    tracker.seen(c)
-                    cases.append(replace(c, png=b""))
-                bar.update(1)
-            bar.close()
-            files = sorted({p for item in items for p in item.paths})
-            inputs[src.name] = {
-                p: sha256_file(ctx.converter.path(p)) for p in files if ctx.converter.path(p).is_file()
-            }
-
-        selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
-        assert all(c.rendered for c in selected), "the cap tracker skipped a selectable case"
-        pools = DistractorPools(cases, vocab, pool)  # all labels seen, not only the capped
-        letter_counts: Counter[str] = Counter()
-        questions = []
-        skipped: Counter[str] = Counter()
-        reused = [c for c in selected if _reusable(previous.get(c.case_id), c)]
-        # The mask and contour questions of one target share their options and answer letter.
-        partners: dict[str, Question] = {}
-        for c in reused:
-            questions.append(reuse_question(c, previous[c.case_id], letter_counts))
-            if cap_family(c.granularity) == "segmentation":
-                partners.setdefault(c.pair_id, questions[-1])
-        reused_ids = {c.case_id for c in reused}
-        for c in selected:
-            if c.case_id in reused_ids:
-                continue
-            q = make_question(c, pools, pool, b.seed, b.options, letter_counts,
-                              partner=partners.get(c.pair_id))
-            if q is None:
-                skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
-                continue
-            questions.append(q)
-            if cap_family(c.granularity) == "segmentation":
-                partners.setdefault(c.pair_id, q)
-
-        if not questions:
-            raise BuildError("no question could be made: " + "; ".join(skipped) if skipped
-                             else "no question could be made: the sources yielded no labelled case")
-        next_index = max((r["index"] for r in previous.values()), default=-1) + 1
-        records = []
-        for q in questions:
-            c = q.case
-            old = previous.get(c.case_id) if c.case_id in reused_ids else None
-            if old is not None:
-                index = old["index"]
-            else:
-                index, next_index = next_index, next_index + 1
-            split = split_of(c.source, c.group, b.val_fraction)
-            records.append(_record(q, index, split, b.seed, spool, refs))
-        records.sort(key=lambda r: r["index"])
-        _check_no_leak(records)
-
-        name = b.name
-        val_rows = [r for r in records if r["split"] == VAL]
-        test_rows = [r for r in records if r["split"] != VAL]
-        row = lambda r: _tsv_row(r, spool.get(refs[r["case_id"]]))  # noqa: E731
-        write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, (row(r) for r in val_rows))
-        write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, (row(r) for r in test_rows))
-        write_tsv(stage / f"{name}_TEST_answers.tsv", ["index", "answer"],
-                  ({"index": r["index"], "answer": r["answer"]} for r in test_rows))
-        spool.close()
-        write_jsonl(stage / MANIFEST, records)
-        summary = summary_tables(records)
-        summary["skipped"] = dict(sorted(skipped.items()))
-        write_json(stage / "summary.json", summary)
-        (stage / "summary.md").write_text(summary_markdown(summary, name))
-        write_json(stage / BUILD_INFO, _build_info(config, inputs, summary, previous))
-        outputs = [f"{name}_VAL.tsv", f"{name}_TEST.tsv", f"{name}_TEST_answers.tsv",
-                   "summary.json", "summary.md", BUILD_INFO, MANIFEST]
+        try:
+            got = collect_cases(contexts, config, previous, spool, n_workers, progress)
+            questions, reused_ids, skipped = make_questions(got.cases, vocab, pool, config,
+                                                            previous)
+            records = number_and_split(questions, reused_ids, previous, config,
+                                       got.image_sha256)
+            summary = summary_tables(records)
+            summary["skipped"] = dict(sorted(skipped.items()))
+            info = _build_info(config, got.inputs, summary, previous)
+            outputs = write_outputs(stage, config, records, spool, got.refs, summary, info)
+        finally:
+            spool.close()
         publish(stage, out_dir, outputs)
-    log(summary_markdown(summary, name))
+    log(summary_markdown(summary, config.build.name))
     return summary
 
 
@@ -377,13 +432,12 @@ def _check_no_leak(records: list[dict[str, Any]]) -> None:
     for r in records:
         splits[(r["source"], r["group"])].add(r["split"])
     leaked = [k for k, v in splits.items() if len(v) > 1]
-    if leaked:  # only possible when a previous build's split disagrees: refuse to publish
+    if leaked:  # cannot happen (a split is a function of the group): an invariant, not a check
         raise BuildError(f"group {leaked[0][1]} would be in both VAL and TEST", source=leaked[0][0])
 
 
-def _record(q, index: int, split: str, seed: int, spool: ImageSpool, refs) -> dict[str, Any]:
+def _record(q: Question, index: int, split: str, seed: int, image_sha256: str) -> dict[str, Any]:
     c = q.case
-    png = spool.get(refs[c.case_id])
     return {
         "index": index,
         "case_id": c.case_id,
@@ -408,7 +462,7 @@ def _record(q, index: int, split: str, seed: int, spool: ImageSpool, refs) -> di
         "options": q.options,
         "answer": q.answer,
         "seed": seed,
-        "image_sha256": hashlib.sha256(png).hexdigest(),
+        "image_sha256": image_sha256,
     }
 
 
