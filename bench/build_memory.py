@@ -7,7 +7,7 @@ must not grow with N (items are processed one at a time, PNGs are spooled to dis
 parallel workers should cut wall time. Ratios are measured within one run (machines are noisy).
 
     python bench/build_memory.py            # N = 4 and N = 32, workers 1 and 2
-    python bench/build_memory.py --small 2 --large 8
+    python bench/build_memory.py --small 2 --large 8 --shape 512 512 160   # large CTs
 """
 
 from __future__ import annotations
@@ -24,23 +24,24 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-SHAPE = (256, 256, 64)
+SHAPE = (256, 256, 64)  # --shape X Y Z overrides
 
 
-def make_dataset(root: Path, n: int) -> None:
+def make_dataset(root: Path, n: int, shape: tuple[int, int, int] = SHAPE) -> None:
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)
-    zz, yy, xx = np.meshgrid(*(np.arange(s) for s in SHAPE[::-1]), indexing="ij")
-    x, y, z = xx.transpose(2, 1, 0), yy.transpose(2, 1, 0), zz.transpose(2, 1, 0)
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    sx, sy, sz = shape[0] / 256, shape[1] / 256, shape[2] / 64
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     training = []
     for k in range(n):
-        img = rng.normal(40, 20, SHAPE).astype(np.int16)
-        lab = np.zeros(SHAPE, np.uint8)
+        img = rng.normal(40, 20, shape).astype(np.int16)
+        lab = np.zeros(shape, np.uint8)
         for value, (cx, cy, r) in enumerate([(80, 120, 45), (180, 130, 25), (170, 170, 18)], 1):
             cx += int(rng.integers(-5, 6))
-            inside = ((x - cx) / r) ** 2 + ((y - cy) / r) ** 2 + ((z - 32) / 20) ** 2 < 1
+            inside = (((x - cx * sx) / (r * sx)) ** 2 + ((y - cy * sy) / (r * sy)) ** 2
+                      + ((z - 32 * sz) / (20 * sz)) ** 2 < 1)
             lab[inside] = value
             img[inside] += 60 + 10 * value
         name = f"case_{k:03d}.nii.gz"
@@ -91,13 +92,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", type=int, default=4)
     ap.add_argument("--large", type=int, default=32)
+    ap.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), metavar=("X", "Y", "Z"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         results = {}
         for n in (args.small, args.large):
             data = tmp_path / f"data{n}"
-            make_dataset(data, n)
+            make_dataset(data, n, tuple(args.shape))
             cfg = write_config(tmp_path, data)
             for workers in (1, 2):
                 rss, wall = measure(cfg, tmp_path / f"out{n}_{workers}", workers)

@@ -60,6 +60,8 @@ class Volume:
     flipping axes 0 and 1). ``spacing`` is millimetres per index step along x, y, z and
     ``affine`` maps (x, y, z, 1) voxel indices to LPS millimetres. Every reader returns this, so
     display in radiological convention is the same code for every format (see volumes.py).
+    ``array`` may be a lazily read array-like (NIfTI: ``volume_io.LazyOrientedArray``) that
+    reads one plane per integer index; ``np.asarray`` gives the whole volume.
     """
 
     array: np.ndarray

@@ -5,8 +5,11 @@ LPS+ (x towards the patient's Left, y towards Posterior, z towards Superior), th
 ``spacing`` in millimetres along x, y, z, and the 4x4 ``affine`` mapping voxel indices to LPS
 millimetres. Display code (:mod:`gmai_build.volumes`) can then be written once.
 
-* NIfTI (``.nii``, ``.nii.gz``) is read with nibabel: ``as_closest_canonical`` gives RAS+, then
-  axes x and y are flipped (views, no copy) and the affine adjusted accordingly.
+* NIfTI (``.nii``, ``.nii.gz``) is read with nibabel, lazily: the array is a
+  :class:`LazyOrientedArray` over nibabel's ArrayProxy that reads one plane when indexed with one
+  integer (all a CT slice needs) and loads the volume only when asked for all of it (label
+  areas, MR percentiles). Its axes are the native axes permuted and flipped into LPS+ (nibabel
+  orientation transforms), and the affine is adjusted accordingly.
 * NRRD / MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) is read with SimpleITK, whose
   physical space already is LPS: ``DICOMOrient(img, "LPS")`` then
   ``GetArrayFromImage(...).transpose(2, 1, 0)``.
@@ -62,24 +65,96 @@ def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
+class LazyOrientedArray:
+    """A NIfTI volume in canonical LPS+ ``[x, y, z]`` order, read from disk plane by plane.
+
+    ``array[:, :, k]`` (any key with exactly one integer) reads just that plane through nibabel's
+    ArrayProxy and reorients it; ``np.asarray(array)`` loads and reorients the whole volume once
+    (cached). ``transform`` is nibabel's orientation transform native -> LPS+.
+    """
+
+    def __init__(self, proxy, transform: np.ndarray, channel: int | None):
+        self._proxy = proxy
+        self._t = transform
+        self._channel = channel
+        native = tuple(int(n) for n in proxy.shape[:3])
+        self._native_shape = native
+        shape = [0, 0, 0]
+        for n, (target, _) in enumerate(transform):
+            shape[int(target)] = native[n]
+        self.shape = tuple(shape)
+        self.ndim = 3
+        self.dtype = np.dtype(getattr(proxy, "dtype", np.float64))
+        self._full: np.ndarray | None = None
+
+    def _native_key(self, axis: int, index: int) -> tuple:
+        n = int(np.flatnonzero(self._t[:, 0] == axis)[0])
+        size = self._native_shape[n]
+        if not -size <= index < size:
+            raise IndexError(f"index {index} out of range for axis {axis} of size {size}")
+        index %= size
+        native_index = index if self._t[n, 1] > 0 else size - 1 - index
+        key: list = [slice(None)] * 3
+        key[n] = native_index
+        if len(self._proxy.shape) == 4:
+            key.append(self._channel or 0)
+        return tuple(key)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        ints = [i for i, k in enumerate(key) if isinstance(k, (int, np.integer))]
+        if len(key) != 3 or len(ints) != 1 or self._full is not None:
+            return np.asarray(self)[key]
+        axis = ints[0]
+        plane = np.asanyarray(self._proxy[self._native_key(axis, int(key[axis]))])
+        rest = [n for n in range(3) if int(self._t[n, 0]) != axis]  # native axes kept, in order
+        for pos, n in enumerate(rest):
+            if self._t[n, 1] < 0:
+                plane = np.flip(plane, axis=pos)
+        if self._t[rest[0], 0] > self._t[rest[1], 0]:
+            plane = plane.T
+        return plane[tuple(k for i, k in enumerate(key) if i != axis)]
+
+    def __array__(self, dtype=None, copy=None):
+        if self._full is None:
+            import nibabel as nib
+
+            data = np.asanyarray(self._proxy)
+            if data.ndim == 4:
+                data = data[..., self._channel or 0]
+            self._full = nib.orientations.apply_orientation(data, self._t)
+        return self._full if dtype is None else self._full.astype(dtype)
+
+
 def read_nifti(path: str | Path, channel: int | None = None) -> Volume:
-    """NIfTI-1/2 via nibabel -> LPS+ :class:`Volume` (data scaled by scl_slope/inter if set)."""
+    """NIfTI-1/2 via nibabel -> LPS+ :class:`Volume` with a lazily read array (scl_slope applied)."""
     import nibabel as nib
+    from nibabel import orientations as nio
 
     path = Path(path)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for broken files
         raise BuildError(f"cannot read NIfTI: {type(exc).__name__}: {exc}", file=path) from None
-    canonical = nib.as_closest_canonical(img)  # RAS+; the same object when already canonical
-    array = _pick_channel(np.asanyarray(canonical.dataobj), channel, path)
-    nx, ny = array.shape[0], array.shape[1]
-    # voxel (i', j', k) of the flipped array is voxel (nx-1-i', ny-1-j', k) of the RAS array.
-    flip = np.array(
-        [[-1.0, 0, 0, nx - 1], [0, -1.0, 0, ny - 1], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]
-    )
-    affine = _RAS_TO_LPS @ np.asarray(canonical.affine, np.float64) @ flip
-    return Volume(array=array[::-1, ::-1, :], spacing=spacing_of(affine), affine=affine)
+    shape = img.shape
+    if len(shape) == 5 and shape[3] == 1:  # rare vector layout: read eagerly
+        array = _pick_channel(np.asanyarray(img.dataobj), channel, path)
+        img = nib.Nifti1Image(np.ascontiguousarray(array), img.affine)
+        shape = img.shape
+    if len(shape) == 4:
+        c = channel or 0
+        if not 0 <= c < shape[3]:
+            raise BuildError(f"channel {c} requested but the volume has {shape[3]}", file=path)
+    elif len(shape) != 3:
+        raise BuildError(f"expected a 3D volume, got an array of shape {shape}", file=path)
+    native = nio.io_orientation(img.affine)
+    transform = nio.ornt_transform(native, nio.axcodes2ornt(("L", "P", "S")))
+    # Voxel index in the LPS-ordered array -> native index -> RAS mm -> LPS mm.
+    ras_affine = np.asarray(img.affine, np.float64) @ nio.inv_ornt_aff(transform, shape[:3])
+    affine = _RAS_TO_LPS @ ras_affine
+    array = LazyOrientedArray(img.dataobj, transform, channel)
+    return Volume(array=array, spacing=spacing_of(affine), affine=affine)  # type: ignore[arg-type]
 
 
 def read_sitk(path: str | Path, channel: int | None = None) -> Volume:

@@ -124,7 +124,7 @@ def intensity_mapper(
     if declared is not None or sample.intensity == "ct":
         width, level = declared if declared is not None else DEFAULT_CT_WINDOW
         return (lambda a: window(a, width, level)), {"window": [width, level]}
-    lo, hi = volume_percentiles(array, *source.intensity.percentiles)
+    lo, hi = volume_percentiles(np.asanyarray(array), *source.intensity.percentiles)
     return (lambda a: clip_scale(a, lo, hi)), {"percentile_range": [lo, hi]}
 
 
@@ -176,7 +176,7 @@ def slices_from_volume(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     """One sample with a 3D volume -> the 2D slices its annotations call for (module docstring)."""
     assert sample.volume is not None
     vol = sample.volume
-    array = np.asanyarray(vol.array)
+    array = vol.array  # may be lazy (NIfTI): planes are read on demand
     if array.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {array.shape}")
     axis_name = source.slicing.axis
