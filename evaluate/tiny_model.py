@@ -7,6 +7,11 @@ architectures at real size (~2B parameters). Both come from here.
 Families:
 - ``llava``: LLaVA (CLIP vision tower + Qwen2 language model). Its processor needs only an image
   processor and a tokenizer, so it works without torchvision: the CPU tests use it.
+- ``llava_onevision``: LLaVA-OneVision (SigLIP vision tower, anyres tiling with one 32x32 grid
+  pinpoint, Qwen2 language model). Tiny size only. Its processor has a video part, built only
+  with torchvision; without it, ``build_processor`` leaves it out (``no_video_processor``).
+- ``internvl``: InternVL-hf (InternVL vision tower, pixel shuffle, Qwen2 language model; GotOcr2
+  image processor, one tile per image). Tiny size only; video part as for LLaVA-OneVision.
 - ``idefics3``: Idefics3 / SmolVLM (SigLIP-style vision tower, pixel shuffle, Llama language
   model), no image splitting. Tiny size only.
 - ``gemma3``: Gemma 3 (SigLIP vision tower, pooled projector, Gemma 3 language model). Tiny size
@@ -41,10 +46,17 @@ SPECIAL_TOKENS = [
 IDEFICS3_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"] + [
     f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
 GEMMA3_TOKENS = ["<start_of_image>", "<image_soft_token>", "<end_of_image>"]
-EXTRA_TOKENS = {"idefics3": IDEFICS3_TOKENS, "gemma3": GEMMA3_TOKENS}
-# Gemma3Processor reads these as tokenizer attributes (boi_token, image_token, ...).
-GEMMA3_NAMED = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>",
-                "eoi_token": "<end_of_image>"}
+ONEVISION_TOKENS = ["<video>"]
+INTERNVL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+EXTRA_TOKENS = {"idefics3": IDEFICS3_TOKENS, "gemma3": GEMMA3_TOKENS,
+                "llava_onevision": ONEVISION_TOKENS, "internvl": INTERNVL_TOKENS}
+# Processors that read their special tokens as tokenizer attributes (boi_token, ...).
+NAMED_TOKENS = {
+    "gemma3": {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>",
+               "eoi_token": "<end_of_image>"},
+    "internvl": {"start_image_token": "<img>", "end_image_token": "</img>",
+                 "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+}
 
 # ChatML template; the image placeholder depends on the family.
 _CHAT_TEMPLATE = (
@@ -60,8 +72,10 @@ _CHAT_TEMPLATE = (
 )
 CHAT_TEMPLATES = {
     "llava": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>\n"),
+    "llava_onevision": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>\n"),
     "idefics3": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>"),
     "gemma3": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<start_of_image>"),
+    "internvl": _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<IMG_CONTEXT>\n"),
     "qwen2_vl": _CHAT_TEMPLATE.replace(
         "IMAGE_PLACEHOLDER", "<|vision_start|><|image_pad|><|vision_end|>"
     ),
@@ -93,9 +107,20 @@ QWEN_PIXELS = {"tiny": (56 * 56, 112 * 112), "2b": (448 * 448, 448 * 448)}
 SIGLIP_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=2, image_size=32, patch_size=8)
 SIGLIP_IMAGE_TOKENS = 4
+# LLaVA-OneVision: the same SigLIP tower ("full" features, no CLS: 4x4 = 16 per tile) and one
+# grid pinpoint equal to the tile, so a 32x32 image is the base tile + one 32x32 crop:
+# 16 (base) + 16 (crop) + 4 (image_newline per crop row) = 36 image tokens.
+ONEVISION_PINPOINTS = [[32, 32]]
+ONEVISION_IMAGE_TOKENS = 36
+# InternVL: 32x32 images, 8x8 patches -> 16 patches, pixel shuffle (downsample_ratio 0.5) -> 4
+# image tokens per tile; one tile (max_patches=1), framed by <img> ... </img>.
+INTERNVL_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, image_size=[32, 32], patch_size=[8, 8])
+INTERNVL_IMAGE_TOKENS = 4
 QWEN25_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
                      out_hidden_size=64, fullatt_block_indexes=[1], window_size=56)
-FAMILIES = ("llava", "idefics3", "gemma3", "qwen2_vl", "qwen2_5_vl")
+FAMILIES = ("llava", "llava_onevision", "internvl", "idefics3", "gemma3", "qwen2_vl",
+            "qwen2_5_vl")
 
 
 def has_torchvision() -> bool:
@@ -118,7 +143,7 @@ def build_tokenizer(family: str = "llava") -> Any:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    named = GEMMA3_NAMED if family == "gemma3" else {}
+    named = NAMED_TOKENS.get(family, {})
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         **({"extra_special_tokens": named} if named else {}),
@@ -146,6 +171,29 @@ def build_processor(family: str = "llava", size: str = "tiny") -> Any:
             patch_size=CLIP_VISION[size]["patch_size"], vision_feature_select_strategy="default",
             image_token="<image>", num_additional_image_tokens=1,
         )
+    if family == "llava_onevision":
+        from transformers import LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor
+
+        _tiny_only(family, size)
+        side = SIGLIP_VISION["image_size"]
+        image_processor = LlavaOnevisionImageProcessorPil(
+            size={"height": side, "width": side}, image_grid_pinpoints=ONEVISION_PINPOINTS)
+        tiles = (side // SIGLIP_VISION["patch_size"]) ** 2
+        return _maybe_no_video(LlavaOnevisionProcessor)(
+            image_processor=image_processor, tokenizer=tokenizer, **_no_video_kwargs(),
+            num_image_tokens=tiles, vision_feature_select_strategy="full",
+            image_token="<image>", video_token="<video>", chat_template=template)
+    if family == "internvl":
+        from transformers import GotOcr2ImageProcessorPil, InternVLProcessor
+
+        _tiny_only(family, size)
+        side = INTERNVL_VISION["image_size"][0]
+        image_processor = GotOcr2ImageProcessorPil(
+            size={"height": side, "width": side}, crop_to_patches=False, min_patches=1,
+            max_patches=1)
+        return _maybe_no_video(InternVLProcessor)(
+            image_processor=image_processor, tokenizer=tokenizer, **_no_video_kwargs(),
+            image_seq_length=INTERNVL_IMAGE_TOKENS, chat_template=template)
     if family == "idefics3":
         from transformers import Idefics3ImageProcessorPil, Idefics3Processor
 
@@ -191,6 +239,20 @@ def build_processor(family: str = "llava", size: str = "tiny") -> Any:
                          video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 
+def _maybe_no_video(cls: type) -> type:
+    """``cls``, or without torchvision its video-less variant (see ``no_video_processor``)."""
+    if has_torchvision():
+        return cls
+    from .hf_adapter import no_video_processor
+
+    return no_video_processor(cls)
+
+
+def _no_video_kwargs() -> dict[str, Any]:
+    """``video_processor=None`` without torchvision: the processor then builds none."""
+    return {} if has_torchvision() else {"video_processor": None}
+
+
 def _template_family(family: str) -> str:
     return "qwen2_vl" if family == "qwen2_5_vl" else family
 
@@ -219,6 +281,29 @@ def build_config(family: str = "llava", size: str = "tiny", tokenizer: Any | Non
             vision_config=dict(CLIP_VISION[size], model_type="clip_vision_model"),
             image_token_id=ids["<image>"], vision_feature_select_strategy="default",
             vision_feature_layer=-2, projector_hidden_act="gelu", tie_word_embeddings=False,
+        )
+    if family == "llava_onevision":
+        from transformers import LlavaOnevisionConfig
+
+        _tiny_only(family, size)
+        return LlavaOnevisionConfig(
+            text_config=dict(text, model_type="qwen2", tie_word_embeddings=False),
+            vision_config=dict(SIGLIP_VISION, model_type="siglip_vision_model"),
+            image_token_index=ids["<image>"], video_token_index=ids["<video>"],
+            vision_feature_select_strategy="full", vision_feature_layer=-1,
+            image_grid_pinpoints=ONEVISION_PINPOINTS, vision_aspect_ratio="anyres_max_9",
+            tie_word_embeddings=False,
+        )
+    if family == "internvl":
+        from transformers import InternVLConfig
+
+        _tiny_only(family, size)
+        return InternVLConfig(
+            text_config=dict(text, model_type="qwen2", tie_word_embeddings=False),
+            vision_config=dict(INTERNVL_VISION), image_token_id=ids["<IMG_CONTEXT>"],
+            image_seq_length=INTERNVL_IMAGE_TOKENS, downsample_ratio=0.5,
+            vision_feature_layer=-1, vision_feature_select_strategy="default",
+            tie_word_embeddings=False,
         )
     if family == "idefics3":
         from transformers import Idefics3Config

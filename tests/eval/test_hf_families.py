@@ -1,4 +1,5 @@
-"""hf:PATH across model families: tiny random Idefics3, Gemma 3, Qwen2-VL, Qwen2.5-VL.
+"""hf:PATH across model families: tiny random LLaVA-OneVision, InternVL-hf, Idefics3, Gemma 3,
+Qwen2-VL, Qwen2.5-VL.
 
 Each is built locally from a config (no downloads), saved with save_pretrained and loaded
 through ``hf:PATH`` exactly as a user's checkpoint. Per family: generate returns text, the
@@ -20,6 +21,8 @@ from gmai_eval.tiny_model import has_torchvision
 
 # family -> (image placeholder token in input_ids, its count per image in the tiny models)
 IMAGE_TOKENS = {
+    "llava_onevision": ("<image>", 36),  # base tile + one crop + a newline per crop row
+    "internvl": ("<IMG_CONTEXT>", 4),  # framed by <img> ... </img>
     "idefics3": ("<image>", 4),
     "gemma3": ("<image_soft_token>", 4),
     "qwen2_vl": ("<|image_pad|>", 4),
@@ -45,7 +48,7 @@ def reference_processor(path: Path) -> Any:
     if has_torchvision():
         return AutoProcessor.from_pretrained(path)
     # Without torchvision, AutoProcessor cannot build processors with a video part (Qwen2-VL,
-    # Qwen2.5-VL).
+    # Qwen2.5-VL, LLaVA-OneVision, InternVL).
     try:
         return AutoProcessor.from_pretrained(path)
     except (ImportError, OSError):
