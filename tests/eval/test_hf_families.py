@@ -29,6 +29,8 @@ IMAGE_TOKENS = {
     "qwen2_5_vl": ("<|image_pad|>", 4),
 }
 FAMILIES = list(IMAGE_TOKENS)
+# family -> tokens that frame each image once
+FRAME_TOKENS = {"internvl": ("<img>", "</img>")}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -72,6 +74,9 @@ def test_generate_returns_text(family_ckpt: tuple[str, Path], tsv_factory) -> No
     token, per_image = IMAGE_TOKENS[family]
     token_id = model.tokenizer.convert_tokens_to_ids(token)
     assert (inputs["input_ids"] == token_id).sum(dim=1).tolist() == [per_image] * 3
+    for frame in FRAME_TOKENS.get(family, ()):
+        frame_id = model.tokenizer.convert_tokens_to_ids(frame)
+        assert (inputs["input_ids"] == frame_id).sum(dim=1).tolist() == [1] * 3, frame
     # Left padding: every row ends with the same assistant-turn start.
     assert (inputs["attention_mask"][:, -1] == 1).all()
 
