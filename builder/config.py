@@ -31,6 +31,16 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {  # name -> (width, level) in HU
 }
 
 
+def valid_regex(pattern: str | None) -> str | None:
+    """Pydantic validator body: the pattern compiles (the message says why not)."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return pattern
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,12 +110,7 @@ class SourceConfig(Strict):
     @field_validator("patient_key")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return v
+        return valid_regex(v)
 
 
 class OptionCount(Strict):

@@ -65,6 +65,28 @@ class Converter:
     def error(self, reason: str, file: str | Path | None = None) -> BuildError:
         return BuildError(reason, source=self.source, file=file)
 
+    def read_2d(self, path: Path, missing: str = "image file does not exist") -> Any:
+        """A 2D image file as an array; a clear error naming the source and file otherwise."""
+        from ..image2d import read_image
+
+        if not path.is_file():
+            raise self.error(missing, path)
+        try:
+            return read_image(path)
+        except ValueError as exc:
+            raise self.error(str(exc), path) from None
+
+    def image_level_sample(self, item: Item, path: Path) -> Sample:
+        """The sample of an image-level item (its labels known at discovery)."""
+        return Sample(
+            source=self.source,
+            sample_id=item.key,
+            files=item.paths,
+            group=item.group or item.key,
+            image=self.read_2d(path),
+            labels=item.labels or (),
+        )
+
     def relative(self, path: Path) -> str:
         """Path relative to the source root (provenance); absolute if it lies outside it."""
         try:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..image2d import IMAGE_SUFFIXES, read_image
+from ..image2d import IMAGE_SUFFIXES
 from ..samples import Box, Sample
 from .base import Converter, Item, register
 
@@ -44,13 +44,7 @@ class _BoxConverter(Converter):
     """Shared load step: read the image, check declared size, clip boxes, build the Sample."""
 
     def _read(self, rel: str) -> Any:
-        path = self.path(rel)
-        if not path.is_file():
-            raise self.error("image file does not exist", path)
-        try:
-            return read_image(path)
-        except ValueError as exc:
-            raise self.error(str(exc), path) from None
+        return self.read_2d(self.path(rel))
 
     def _clip(self, raw: list[RawBox], width: int, height: int, file: Path) -> tuple[list[Box], list[dict]]:
         """Boxes clipped to the image; boxes with nothing left inside are errors."""

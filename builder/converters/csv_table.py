@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..image2d import read_image
 from ..samples import Sample
 from .base import Converter, Item, register
 
@@ -117,15 +116,4 @@ class CsvTable(Converter):
         path = path if path.is_absolute() else self.root / path
         if not path.is_file():
             raise self.error(f"image listed in {self._table_path().name} does not exist", path)
-        try:
-            image = read_image(path)
-        except ValueError as exc:
-            raise self.error(str(exc), path) from None
-        yield Sample(
-            source=self.source,
-            sample_id=item.key,
-            files=item.paths,
-            group=item.group or item.key,
-            image=image,
-            labels=item.labels or (),
-        )
+        yield self.image_level_sample(item, path)

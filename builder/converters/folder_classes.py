@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..image2d import IMAGE_SUFFIXES, read_image
+from ..image2d import IMAGE_SUFFIXES
 from ..samples import Sample
 from .base import Converter, Item, register
 
@@ -56,15 +56,4 @@ class FolderPerClass(Converter):
         return path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
 
     def load(self, item: Item) -> Iterator[Sample]:
-        try:
-            image = read_image(self.path(item.paths[0]))
-        except ValueError as exc:
-            raise self.error(str(exc), self.path(item.paths[0])) from None
-        yield Sample(
-            source=self.source,
-            sample_id=item.key,
-            files=item.paths,
-            group=item.group or item.key,
-            image=image,
-            labels=item.labels or (),
-        )
+        yield self.image_level_sample(item, self.path(item.paths[0]))

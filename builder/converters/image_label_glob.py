@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config import valid_regex
 from ..samples import Sample
 from ..volume_io import read_image_and_labels, strip_volume_suffix, volume_suffix
 from .base import Converter, Item, register
@@ -53,12 +54,7 @@ class ImageLabelGlobOptions(BaseModel):
     @field_validator("image_regex")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return v
+        return valid_regex(v)
 
     @model_validator(mode="after")
     def _placeholders(self) -> ImageLabelGlobOptions:
