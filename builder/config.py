@@ -3,8 +3,10 @@
 Every problem is reported as ``<file>: <key path>: <reason>`` (for example
 ``sources.yaml: sources[1].format: unknown format 'niftii'; known: ...``) and raises
 :class:`~gmai_build.errors.ConfigError`. Paths in the file are relative to the file itself;
-``${VAR}`` / ``${VAR:-default}`` expand environment variables and ``{pkg:NAME}`` expands to the
-folder of an installed Python package (so examples can use real files shipped on PyPI).
+``${VAR}`` / ``${VAR:-default}`` expand environment variables (a relative value set in the
+environment is taken relative to the current directory, a default relative to the file) and
+``{pkg:NAME}`` expands to the folder of an installed Python package (so examples can use real
+files shipped on PyPI).
 """
 
 from __future__ import annotations
@@ -169,10 +171,12 @@ def expand_path(text: str, base: Path, where: str) -> Path:
     """Expand ``${VAR}``, ``${VAR:-default}`` and ``{pkg:NAME}``, then resolve against base."""
 
     def env(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1)) or m.group(2)
-        if value is None:
+        value = os.environ.get(m.group(1))
+        if value:  # typed in a shell: relative to where the command runs
+            return str(Path(value).expanduser().resolve()) if m.start() == 0 else value
+        if m.group(2) is None:
             raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
-        return value
+        return m.group(2)  # the default is written in the YAML: relative to the YAML
 
     def pkg(m: re.Match[str]) -> str:
         spec = importlib.util.find_spec(m.group(1))
