@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
     p.add_argument("--workers", type=int, help="worker processes (default: build.workers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--circular", action="store_true",
+                   help="also write CircularEval copies (<name>_circular_*.tsv; build.circular)")
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
 
@@ -33,13 +35,16 @@ def _parser() -> argparse.ArgumentParser:
 def _validate(argv: list[str]) -> int:
     from .config import load_config
     from .pipeline import check_known_labels, discover, prepare
+    from .templates import check_pool
 
     p = argparse.ArgumentParser(prog="gmai-build validate",
                                 description="Check sources.yaml, label maps and question pools.")
     p.add_argument("--sources", required=True, type=Path)
     args = p.parse_args(argv)
     config = load_config(args.sources)
-    _, contexts, _ = prepare(config)
+    _, contexts, pool = prepare(config)
+    for gap in check_pool(pool).gaps:
+        print(f"warning: {gap}")
     for ctx in contexts.values():
         items = discover(ctx)
         check_known_labels(ctx, items)
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             print("gmai-build: error: give --out or set build.out in the sources file",
                   file=sys.stderr)
             return 2
+        if args.circular:
+            config.build.circular = True
         build(config, out, workers=args.workers, progress=not args.no_progress)
         print(f"gmai-build: wrote {out}", file=sys.stderr)
         return 0

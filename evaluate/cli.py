@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapters import Model, load_model, parse_spec
+from .circular import score_circular
 from .data import Index, answer_counts, load_answer_key
 from .prompt import PromptBuilder
 from .runner import Shard, merge, predict, split_name, wait_for_ranks
@@ -81,6 +82,11 @@ def _score(data: str, pred_dir: Path, answers: dict[Index, str] | None, args: An
              res["n"])
     print(f"{title}: {res['accuracy']:.2f}% (95% CI {res['ci95'][0]:.2f}-{res['ci95'][1]:.2f},"
           f" n={res['n']}) -> {pred_dir}")
+    circ = score_circular(data, df, pred_dir, title)
+    if circ is not None:
+        res["circular"] = {k: v for k, v in circ.items() if k != "groups"}
+        print(f"{title}: circular accuracy {circ['circular_accuracy']:.2f}% (n={circ['n']} questions,"
+              f" {circ['rows']} rows) beside vanilla {circ['vanilla_accuracy']:.2f}% on the originals")
     return res
 
 
