@@ -16,13 +16,10 @@ vanilla columns (plus ``g_index``) whatever those are.
 
 from __future__ import annotations
 
-import csv
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import BuildError
-from .writer import tsv_writer
+from .writer import read_tsv_rows, tsv_writer
 
 OFFSET = 1_000_000
 LETTERS = "ABCDE"
@@ -44,18 +41,12 @@ def rotate(options: list[str], answer: str | None, k: int) -> tuple[list[str], s
     return rotated, LETTERS[(LETTERS.index(answer) - k) % n]
 
 
-def _read(path: Path) -> Iterator[list[str]]:
-    csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
-    with open(path, encoding="utf-8", newline="") as f:
-        yield from csv.reader(f, delimiter="\t")
-
-
 def _copies(path: Path, out: Path, counts: dict[int, int] | None) -> dict[int, int]:
     """Write the rotations of one TSV; returns index -> option count.
 
     With ``counts`` (an answer key) the number of rotations comes from the questions' file.
     """
-    rows = _read(path)
+    rows = read_tsv_rows(path)
     header = next(rows)
     col = {c: i for i, c in enumerate(header)}
     letters = [c for c in LETTERS if c in col]

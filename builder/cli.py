@@ -3,6 +3,8 @@
     gmai-build --sources sources.yaml --out build/
     gmai-build validate --sources sources.yaml
     gmai-build formats
+    gmai-build subset --from build/ --out subset/ [--task T] [--department D] [--modality M] ...
+    gmai-build preview build/ --out gallery.html
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="gmai-build",
         description="Build a GMAI-MMBench-style VQA benchmark from the datasets in sources.yaml.",
         epilog="Subcommands: 'gmai-build validate --sources FILE' checks config, label maps and "
-        "question pools without building; 'gmai-build formats' lists the converters.",
+        "question pools without building; 'gmai-build formats' lists the converters; "
+        "'gmai-build subset --from BUILD --out DIR --modality CT ...' keeps chosen tree branches; "
+        "'gmai-build preview BUILD --out gallery.html' writes a browsable HTML gallery.",
     )
     p.add_argument("--sources", required=True, type=Path, help="the sources.yaml to build")
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
@@ -69,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(argv[1:])
         if argv[:1] == ["formats"]:
             return _formats()
+        if argv[:1] == ["subset"]:
+            from .subset import main as subset_main
+
+            return subset_main(argv[1:])
+        if argv[:1] == ["preview"]:
+            from .preview import main as preview_main
+
+            return preview_main(argv[1:])
         if argv[:1] == ["build"]:
             argv = argv[1:]
         args = _parser().parse_args(argv)
