@@ -46,9 +46,10 @@ def _validate(argv: list[str]) -> int:
     p.add_argument("--sources", required=True, type=Path)
     args = p.parse_args(argv)
     config = load_config(args.sources)
-    _, contexts, pool = prepare(config)
-    for gap in check_pool(pool).gaps:
-        print(f"warning: {gap}")
+    vocab, contexts, pool = prepare(config)
+    pool_report = check_pool(pool, vocab)
+    for warning in pool_report.gaps + pool_report.cues:
+        print(f"warning: {warning}")
     for ctx in contexts.values():
         items = discover(ctx)
         check_known_labels(ctx, items)

@@ -87,6 +87,7 @@ class _PoolFile(_Strict):
     families: dict[str, list[str]] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
     templates: list[_Template] = Field(default_factory=list)
+    shared_words: dict[str, list[str]] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -178,8 +179,10 @@ class QuestionPool:
         if missing and self.templates:
             problems.append(f"no generic template (no tasks, no modalities) for {missing}: "
                             "questions of a task without its own templates need one")
+        problems += _check_axes("shared_words", "Image Level", list(spec.shared_words))
         if problems:
             raise ConfigError("\n".join(f"{self.path}: {p}" for p in problems))
+        self.shared_words = {t: frozenset(w.lower() for w in ws) for t, ws in spec.shared_words.items()}
         self.options = dict(spec.options)
         self.vocabulary_fallback = bool(self.options.get("local_vocabulary_fallback", True))
 
@@ -340,14 +343,16 @@ def cell_counts(pool: QuestionPool) -> dict[tuple[str, str, str], int]:
 
 @dataclass
 class PoolReport:
-    """What :func:`check_pool` found: errors (texts that give answers away) and coverage gaps."""
+    """What :func:`check_pool` found: errors (texts that give answers away), coverage gaps and
+    lexical cues (words a template shares with only some of the labels it may be asked about)."""
 
     errors: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    cues: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.gaps
+        return not self.errors and not self.gaps and not self.cues
 
 
 def check_pool(pool: QuestionPool, vocab: Vocabulary | None = None,
@@ -361,6 +366,7 @@ def check_pool(pool: QuestionPool, vocab: Vocabulary | None = None,
     report = PoolReport()
     if vocab is not None:
         report.errors += answer_leaks(pool, vocab)
+        report.cues += lexical_cues(pool, vocab)
     by_cell: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for (task, gran, modality), n in cell_counts(pool).items():
         if n < minimum:
@@ -391,3 +397,37 @@ def answer_leaks(pool: QuestionPool, vocab: Vocabulary) -> list[str]:
                 out.append(f"{pool.path}: template '{t.id}' contains the {task} label(s) {hits}: "
                            "it would give the answer away")
     return out
+
+
+_STOPWORDS = {"of", "the", "and", "with", "in", "on", "to", "a", "an", "or", "this", "that", "is",
+              "are", "which", "what", "does", "image", "images", "from", "for", "by", "its", "it",
+              "be", "as", "at"}
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", normalize_key(text)) if w not in _STOPWORDS and len(w) > 2}
+
+
+def lexical_cues(pool: QuestionPool, vocab: Vocabulary) -> list[str]:
+    """Template words that some but not all labels of a used cell's modality contain.
+
+    A question "Which thoracic structure ..." over options that include "thoracic cavity" lets
+    a model that sees no image prefer that option by word overlap. Checked per used (task,
+    granularity, modality) against the vocabulary's labels of that task and modality; words the
+    pool lists under ``shared_words`` for the task are accepted.
+    """
+    found: dict[tuple[str, str, str], set[str]] = {}
+    for cell in published_cells():
+        for modality in cell.modalities:
+            labels = [_words(label) for label in vocab.labels_for(cell.task, modality)]
+            if len(labels) < 2:
+                continue
+            allowed = pool.shared_words.get(cell.task, frozenset())
+            for t in pool.templates_for(cell.granularity, cell.task, modality):
+                for word in _words(re.sub(r"{[a-z_]+}", " ", t.text)) - allowed:
+                    n = sum(word in ws for ws in labels)
+                    if 0 < n < len(labels):
+                        found.setdefault((t.id, cell.task, word), set()).add(modality)
+    return [f"{pool.path}: template '{tid}' uses '{word}', a word of only some {task} labels "
+            f"({', '.join(sorted(mods))}): a lexical cue to those options"
+            for (tid, task, word), mods in sorted(found.items())]

@@ -65,7 +65,7 @@ def test_every_used_cell_has_ten_task_templates_for_each_of_its_modalities(pool)
 
 def test_default_pool_passes_every_check(pool) -> None:
     report = check_pool(pool, load_vocabulary())
-    assert report.errors == [] and report.gaps == []
+    assert report.errors == [] and report.gaps == [] and report.cues == []
 
 
 def test_task_wording_is_task_specific(pool) -> None:
@@ -186,6 +186,17 @@ def test_answer_giving_texts_and_gaps_are_reported(tmp_path: Path) -> None:
     assert "CT: 1" in hn and str(path) in hn
 
 
+def test_words_shared_with_some_labels_are_reported_as_cues(tmp_path: Path) -> None:
+    path = _pool(tmp_path, [
+        {"id": "thorax", "granularity": "Mask Level", "tasks": ["Organ Recognition - Thorax"],
+         "texts": ["Which thoracic structure is marked in this {modality} image?"]},
+        {"id": "sg", "granularity": "Image Level", "tasks": ["Severity Grading"],
+         "texts": ["Which grade fits this {modality} image?"]}],
+        shared_words={"Severity Grading": ["grade"]})
+    cues = check_pool(QuestionPool(path), load_vocabulary()).cues
+    assert len(cues) == 1 and "template 'thorax-1' uses 'thoracic'" in cues[0] and "CT" in cues[0]
+
+
 def test_validate_reports_pool_gaps_and_build_rejects_leaks(tmp_path: Path) -> None:
     pool = _pool(tmp_path, [])
     src = yaml.safe_load((REPO / "examples" / "sources.yaml").read_text())
@@ -196,7 +207,7 @@ def test_validate_reports_pool_gaps_and_build_rejects_leaks(tmp_path: Path) -> N
     res = subprocess.run([sys.executable, "-m", "gmai_build.cli", "validate", "--sources", str(cfg)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count("warning: ") == 46
+    assert res.stdout.count("has fewer than 10 templates") == 46
     assert "(Counting, Image Level) has fewer than 10 templates for Histopathology: 0" in res.stdout
     leaky = _pool(tmp_path, [{"id": "ar", "granularity": "Image Level",
                               "tasks": ["Attribute Recognition"],
