@@ -47,6 +47,7 @@ EXACT_KEYS = {
     "granularity": "granularity",
     "source": "source",
 }
+SUBSET_INFO = "subset.json"
 NO_DEPARTMENT = "none"  # how the empty department is spelled on the command line
 
 
@@ -80,10 +81,13 @@ def read_build(build: Path) -> tuple[str, list[dict[str, Any]]]:
                          file=build)
     records = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()
                if line.strip()]
-    info = build / BUILD_INFO
     name = None
-    if info.is_file():
-        name = json.loads(info.read_text(encoding="utf-8")).get("settings", {}).get("name")
+    for info, key in ((build / BUILD_INFO, ("settings", "name")), (build / SUBSET_INFO, ("name",))):
+        if name is None and info.is_file():
+            data = json.loads(info.read_text(encoding="utf-8"))
+            for part in key:
+                data = data.get(part, {}) if isinstance(data, dict) else {}
+            name = data if isinstance(data, str) else None
     if name is None:
         vals = [p.name.removesuffix("_VAL.tsv") for p in build.glob("*_VAL.tsv")
                 if "_circular_" not in p.name]
@@ -153,8 +157,8 @@ def write_subset(build: Path, out: Path, selection: Selection, name: str | None 
             "questions": len(chosen),
             "rows": files,
         }
-        write_json(stage / "subset.json", info)
-        publish(stage, out, [*files, "summary.json", "summary.md", "subset.json", MANIFEST])
+        write_json(stage / SUBSET_INFO, info)
+        publish(stage, out, [*files, "summary.json", "summary.md", SUBSET_INFO, MANIFEST])
     return info
 
 

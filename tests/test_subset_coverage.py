@@ -103,3 +103,16 @@ def test_coverage_counts_the_empty_department_as_none(department: str) -> None:
            "source": "s", "category": "femur", "split": "VAL"}
     report = coverage_report([rec])
     assert list(report["counts"]["department"]) == [department or "(none)"]
+
+
+def test_a_subset_is_a_build_for_subset_and_preview(realdata_build: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "ct", tmp_path / "ct-mask"
+    assert main(["subset", "--from", str(realdata_build), "--out", str(first), "--modality", "CT",
+                 "--name", "ct"]) == 0
+    assert main(["subset", "--from", str(first), "--out", str(second),
+                 "--granularity", "mask level"]) == 0
+    got = read_manifest(second)
+    assert got and {(r["modality"], r["granularity"]) for r in got} == {("CT", "Mask Level")}
+    assert (second / "ct_subset_TEST_answers.tsv").is_file()
+    assert main(["preview", str(first), "--out", str(tmp_path / "ct.html")]) == 0
+    assert (tmp_path / "ct.html").read_text().count('<article class="card"') == len(read_manifest(first))
