@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -91,6 +91,15 @@ class _PoolFile(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class _RawTemplate(NamedTuple):
+    where: str  # key path in the file
+    id: str
+    granularity: str
+    tasks: list[str]
+    modalities: list[str]
+    text: str
+
+
 def _key_path(loc: Iterable[Any]) -> str:
     out = ""
     for part in loc:
@@ -134,60 +143,60 @@ class Template:
 
 
 class QuestionPool:
-    """Templates and option-pool rules read from a ``question_pools/*.yaml`` file."""
+    """Templates and option-pool rules read from a ``question_pools/*.yaml`` file.
+
+    Every problem of the file is collected and reported at once, as one :class:`ConfigError`.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path or DEFAULT_POOL)
-        try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{self.path}: cannot read question pool: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{self.path}: expected a mapping with 'groups' or 'templates'")
-        try:
-            spec = _PoolFile.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError("\n".join(
-                f"{self.path}: {_key_path(e['loc'])}: "
-                + (f"unknown key '{e['loc'][-1]}'" if e["type"] == "extra_forbidden" else e["msg"])
-                for e in exc.errors()
-            )) from None
+        spec = _read_spec(self.path)
         problems: list[str] = []
         self.names = self._names(spec, problems)
         families = self._families(spec, problems)
-        self.templates: list[Template] = []
-        for where, tid, gran, tasks, mods, text in self._raw_templates(spec):
-            problems += [f"{where}: {p}" for p in _text_problems(text)]
-            problems += _check_axes(where, gran, tasks)
-            resolved: set[str] = set()
-            for j, m in enumerate(mods):
-                if m in families:
-                    resolved |= families[m]
-                elif m in MODALITIES:
-                    resolved.add(m)
-                else:
-                    problems.append(f"{where}.modalities[{j}]: '{m}' is neither a tree modality "
-                                    f"nor a family ({', '.join(sorted(families)) or 'none defined'})"
-                                    + _hint(m, [*MODALITIES, *families]))
-            self.templates.append(Template(tid, gran, text, tuple(tasks), frozenset(resolved),
-                                           self.names))
-        if not self.templates:
-            problems.append("expected a non-empty 'groups' (or 'templates') list")
-        problems += _duplicate_problems(self.templates)
-        missing = [g for g in GRANULARITIES if not any(
-            t.granularity == g and not t.tasks and not t.modalities for t in self.templates)]
-        if missing and self.templates:
-            problems.append(f"no generic template (no tasks, no modalities) for {missing}: "
-                            "questions of a task without its own templates need one")
-        problems += _check_axes("shared_words", "Image Level", list(spec.shared_words))
+        self.templates: list[Template] = [
+            self._template(raw, families, problems) for raw in self._raw_templates(spec)]
+        problems += self._pool_problems(spec)
         if problems:
             raise ConfigError("\n".join(f"{self.path}: {p}" for p in problems))
         self.shared_words = {t: frozenset(w.lower() for w in ws) for t, ws in spec.shared_words.items()}
         self.options = dict(spec.options)
         self.vocabulary_fallback = bool(self.options.get("local_vocabulary_fallback", True))
 
+    def _template(self, raw: _RawTemplate, families: dict[str, frozenset[str]],
+                  problems: list[str]) -> Template:
+        where, tid, gran, tasks, mods, text = raw
+        problems += [f"{where}: {p}" for p in _text_problems(text)]
+        problems += _check_axes(where, gran, tasks)
+        resolved: set[str] = set()
+        for j, m in enumerate(mods):
+            if m in families:
+                resolved |= families[m]
+            elif m in MODALITIES:
+                resolved.add(m)
+            else:
+                problems.append(f"{where}.modalities[{j}]: '{m}' is neither a tree modality "
+                                f"nor a family ({', '.join(sorted(families)) or 'none defined'})"
+                                + _hint(m, [*MODALITIES, *families]))
+        return Template(tid, gran, text, tuple(tasks), frozenset(resolved), self.names)
+
+    def _pool_problems(self, spec: _PoolFile) -> list[str]:
+        """Problems of the pool as a whole: duplicates, missing generic templates, unknown tasks."""
+        if not self.templates:
+            return ["expected a non-empty 'groups' (or 'templates') list"]
+        problems = _duplicate_problems(self.templates)
+        missing = [g for g in GRANULARITIES if not any(
+            t.granularity == g and not t.tasks and not t.modalities for t in self.templates)]
+        if missing:
+            problems.append(f"no generic template (no tasks, no modalities) for {missing}: "
+                            "questions of a task without its own templates need one")
+        problems += [f"shared_words.{task}: unknown clinical VQA task" + _hint(task, TASKS)
+                     for task in spec.shared_words if task not in TASKS]
+        return problems
+
     def _names(self, spec: _PoolFile, problems: list[str]) -> ModalityNames:
-        display, article = {}, {}
+        display: dict[str, str] = {}
+        article: dict[str, str] = {}
         for m, names in spec.modalities.items():
             if m not in MODALITIES:
                 problems.append(f"modalities.{m}: not a modality of the tree" + _hint(m, MODALITIES))
@@ -210,14 +219,14 @@ class QuestionPool:
         return out
 
     @staticmethod
-    def _raw_templates(spec: _PoolFile):
-        """(key path, id, granularity, tasks, modalities, text) of every template, file order."""
+    def _raw_templates(spec: _PoolFile) -> Iterator[_RawTemplate]:
+        """Every template of the file (groups first, then flat templates), in file order."""
         for i, g in enumerate(spec.groups):
             for j, text in enumerate(g.texts):
-                yield (f"groups[{i}].texts[{j}]", f"{g.id}-{j + 1}", g.granularity, g.tasks,
-                       g.modalities, text)
+                yield _RawTemplate(f"groups[{i}].texts[{j}]", f"{g.id}-{j + 1}", g.granularity,
+                                   g.tasks, g.modalities, text)
         for i, t in enumerate(spec.templates):
-            yield (f"templates[{i}]", t.id, t.granularity, t.tasks, t.modalities, t.text)
+            yield _RawTemplate(f"templates[{i}]", t.id, t.granularity, t.tasks, t.modalities, t.text)
 
     def templates_for(self, granularity: str, task: str, modality: str | None = None) -> list[Template]:
         """The task's templates that fit the modality; else the granularity's generic ones.
@@ -232,6 +241,24 @@ class QuestionPool:
                    if t.granularity == granularity and not t.tasks and t.fits(modality)]
         return generic or [t for t in self.templates
                            if t.granularity == granularity and not t.tasks and not t.modalities]
+
+
+def _read_spec(path: Path) -> _PoolFile:
+    """The pool file, type-checked; wrong types are errors naming file and key path."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read question pool: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'groups' or 'templates'")
+    try:
+        return _PoolFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(
+            f"{path}: {_key_path(e['loc'])}: "
+            + (f"unknown key '{e['loc'][-1]}'" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors()
+        )) from None
 
 
 # Checks ---------------------------------------------------------------------------------------
