@@ -158,3 +158,42 @@ def test_circular_build_scores_end_to_end(example_build: Path, tmp_path: Path) -
     # "Always A" is right on exactly one rotation of every question: never circularly right.
     assert res["circular_correct"] == 0 and res["n"] == len(pd.read_csv(
         example_build / "GMAI-example_TEST_answers.tsv", sep="\t"))
+
+
+def test_vlmevalkit_circular_eval_agrees(realdata_build: Path, tmp_path: Path) -> None:
+    """VLMEvalKit's own mcq_circular_eval on the same predictions (letters and free text).
+
+    Needs a VLMEvalKit checkout (VLMEVALKIT_DIR) and a Python with its light requirements
+    (VLMEVALKIT_PYTHON); see scripts/vlmevalkit_circular_check.py.
+    """
+    import os
+    import random
+    import subprocess
+
+    kit, python = os.environ.get("VLMEVALKIT_DIR"), os.environ.get("VLMEVALKIT_PYTHON")
+    if not kit or not python:
+        pytest.skip("set VLMEVALKIT_DIR (a VLMEvalKit checkout) and VLMEVALKIT_PYTHON (a Python "
+                    "with pandas, validators, sty, filelock, huggingface_hub, rich, tqdm)")
+    from gmai_eval.cli import main
+
+    data = realdata_build / "GMAI-realdata_circular_TEST.tsv"
+    key = realdata_build / "GMAI-realdata_circular_TEST_answers.tsv"
+    answers = pd.read_csv(key, sep="\t")
+    rng = random.Random(0)
+    pred_dir = tmp_path / "mixed" / data.stem
+    pred_dir.mkdir(parents=True)
+    with open(pred_dir / "predictions.jsonl", "w") as f:
+        for index, answer, g in zip(answers["index"], answers["answer"], answers["g_index"]):
+            if rng.random() < 0.03:
+                continue  # a missing rotation
+            letter = answer if g % 3 == 0 else rng.choice("AB") if g % 3 == 1 else None
+            reply = None if letter else (f"The answer is {answer}." if rng.random() < 0.8
+                                         else "I am not sure.")
+            pred = letter or (answer if reply and answer in reply else "Z")
+            f.write(json.dumps({"index": int(index), "prediction": pred, "reply": reply,
+                                "method": "direct"}) + "\n")
+    assert main(["score", "--data", str(data), "--answers", str(key), "--pred", str(pred_dir)]) == 0
+    res = subprocess.run([python, str(REPO / "scripts" / "vlmevalkit_circular_check.py"),
+                          "--vlmevalkit", kit, "--data", str(data), "--answers", str(key),
+                          "--pred", str(pred_dir)], capture_output=True, text=True)
+    assert res.returncode == 0 and "agree" in res.stdout, res.stdout + res.stderr
