@@ -87,7 +87,10 @@ def test_task_wording_is_task_specific(pool) -> None:
     micro = texts("Image Level", "Disease Diagnosis", "Histopathology")
     ct = texts("Image Level", "Disease Diagnosis", "CT")
     assert any("slide" in t for t in micro) and not any("slide" in t for t in ct)
-    assert any("scan" in t for t in ct) and not any("scan" in t for t in micro)
+    assert any("slice" in t for t in ct) and not any("slice" in t for t in micro)
+    xray = [t for gran in ("Image Level", "Mask Level", "Contour Level")
+            for t in texts(gran, "Disease Diagnosis", "X-ray")]
+    assert not any(re.search(r"slice|scan\b", t) for t in xray)  # a radiograph has no slices
 
 
 def test_articles_and_display_names_in_rendered_questions(pool) -> None:
