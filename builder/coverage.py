@@ -5,7 +5,8 @@ Written as ``coverage.json`` and ``coverage.md`` beside the TSVs; the build prin
 table. Counts are per task, department, modality, granularity, source and label, split into
 VAL and TEST. Published nodes (``label_maps/published_tree.yaml``) are checked at every level the
 tree has: tasks, departments, granularities and modalities alone; each of those three axes
-crossed with modality (the published tree's second level); and the (task, granularity) cells.
+crossed with modality (the published tree's second level); the (task, granularity) cells; and
+the leaves, (modality, label). Nodes a build has that the published tree lacks are listed too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .taxonomy import MODALITIES
+from .taxonomy import MODALITIES, Vocabulary
 from .templates import PUBLISHED_TREE
 
 AXES = {  # report name -> manifest field
@@ -47,12 +48,16 @@ def published_nodes() -> dict[str, list[str]]:
             f"{n or NONE}{SEP}{m}" for n, mods in tree[axis].items() for m in mods)
     out[f"clinical VQA task{SEP}perceptual granularity"] = sorted(
         f"{c['task']}{SEP}{c['granularity']}" for c in tree["cells"])
+    out[f"modality{SEP}label"] = sorted(
+        f"{m}{SEP}{label}" for m, labels in tree["labels"].items() for label in labels)
     return out
 
 
-def _node_values(r: dict[str, Any]) -> dict[str, str]:
+def _node_values(r: dict[str, Any], published_label: dict[str, str]) -> dict[str, str]:
     task, dept, gran = r["task"], r["department"] or NONE, r["granularity"]
+    label = published_label.get(r["category"], r["category"])
     return {
+        f"modality{SEP}label": f"{r['modality']}{SEP}{label}",
         "clinical VQA task": task, "department": dept, "modality": r["modality"],
         "perceptual granularity": gran,
         f"clinical VQA task{SEP}modality": f"{task}{SEP}{r['modality']}",
@@ -62,8 +67,19 @@ def _node_values(r: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def coverage_report(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts per axis and split, and the published nodes without a question, per level."""
+def coverage_report(records: list[dict[str, Any]], vocab: Vocabulary | None = None) -> dict[str, Any]:
+    """Counts per axis and split, and the published nodes without a question, per level.
+
+    With the vocabulary, a published label that the vocabulary spells differently (a merged
+    synonym or spelling variant) counts as covered by questions on its canonical label.
+    """
+    published_label: dict[str, str] = {}
+    if vocab is not None:
+        for labels in yaml.safe_load(PUBLISHED_TREE.read_text(encoding="utf-8"))["labels"].values():
+            for name in labels:
+                entry = vocab.resolve(name)
+                if entry is not None and entry.label != name:
+                    published_label.setdefault(entry.label, name)
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for title, key in AXES.items():
         per: dict[str, Counter[str]] = {}
@@ -73,7 +89,7 @@ def coverage_report(records: list[dict[str, Any]]) -> dict[str, Any]:
                          for v, c in sorted(per.items())}
     present: dict[str, set[str]] = {}
     for r in records:
-        for level, value in _node_values(r).items():
+        for level, value in _node_values(r, published_label).items():
             present.setdefault(level, set()).add(value)
     levels = {}
     for level, nodes in published_nodes().items():
@@ -113,9 +129,10 @@ def coverage_markdown(report: dict[str, Any], name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_coverage(stage: Path, records: list[dict[str, Any]], name: str) -> dict[str, Any]:
+def write_coverage(stage: Path, records: list[dict[str, Any]], name: str,
+                   vocab: Vocabulary | None = None) -> dict[str, Any]:
     """coverage.json and coverage.md into the staging folder; returns the report."""
-    report = coverage_report(records)
+    report = coverage_report(records, vocab)
     (stage / COVERAGE_JSON).write_text(
         json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (stage / COVERAGE_MD).write_text(coverage_markdown(report, name), encoding="utf-8")

@@ -425,7 +425,7 @@ def build(
             outputs = write_outputs(stage, config, records, spool, got.refs, summary, info)
             if config.build.circular:
                 outputs += write_circular(stage, config.build.name)
-            coverage = write_coverage(stage, records, config.build.name)
+            coverage = write_coverage(stage, records, config.build.name, vocab)
             outputs += [COVERAGE_JSON, COVERAGE_MD]
         finally:
             spool.close()

@@ -72,7 +72,9 @@ def test_subset_errors_are_clear_and_write_nothing(realdata_build: Path, tmp_pat
 def test_coverage_report_in_build_output(realdata_build: Path, capsys) -> None:
     report = json.loads((realdata_build / "coverage.json").read_text())
     manifest = read_manifest(realdata_build)
-    assert report == json.loads(json.dumps(coverage_report(manifest)))
+    from gmai_build.taxonomy import load_vocabulary
+
+    assert report == json.loads(json.dumps(coverage_report(manifest, load_vocabulary())))
     assert sum(c["total"] for c in report["counts"]["label"].values()) == len(manifest)
     assert report["counts"]["modality"]["CT"]["total"] == sum(r["modality"] == "CT" for r in manifest)
     tree = report["published_tree"]
@@ -83,6 +85,9 @@ def test_coverage_report_in_build_output(realdata_build: Path, capsys) -> None:
     assert tasks["covered"] == len({r["task"] for r in manifest})
     cells = tree["clinical VQA task / perceptual granularity"]
     assert cells["published"] == 46 and "Counting / Image Level" in cells["empty"]
+    leaves = tree["modality / label"]
+    assert leaves["published"] == 810 and "Microscopy / platelet" not in leaves["empty"]
+    assert "Microscopy / neutrophil" in leaves["empty"] and "X-ray / normal" in leaves["outside_published"]
     md = (realdata_build / "coverage.md").read_text()
     assert "| clinical VQA task | 3 | 18 | 0 |" in md and "### Empty department nodes" in md
 
