@@ -9,6 +9,8 @@ index) and template. Filters (task, department, modality, granularity, source, s
 work offline: the page has no external resource. Size stays bounded on big builds: at most
 ``--per-node`` questions per node and ``--max-questions`` in all (every node keeps at least one
 while the cap allows), thumbnails at most ``--thumb`` pixels on their longer side.
+
+The page shows the answers of TEST questions too: it belongs with the answer key.
 """
 
 from __future__ import annotations
@@ -194,8 +196,9 @@ def render_page(name: str, shown: dict, sizes: dict, images: dict, total: int,
         f"{n_shown} of {total} questions from {len(shown)} tree nodes "
         f"(showing <span id=shown>{n_shown}</span>)</h1>"
         f"<div class=meta>Seeded sample: {_e(json.dumps(settings))}. The correct option is "
-        "marked ✓. Images are the question images (overlays included), as thumbnails where "
-        f"larger.</div><div class=filters>{selects}<label>text <input id=f-text "
+        "marked ✓, TEST questions included: keep this page with the answer key, not with the "
+        "published TSVs. Images are the question images (overlays included), as thumbnails "
+        f"where larger.</div><div class=filters>{selects}<label>text <input id=f-text "
         "type=search placeholder='label, question, option'></label></div></header>"
         f"<main>{''.join(sections)}</main>"
         f"<script>{SCRIPT.replace('KEYS', json.dumps(list(FILTER_KEYS)))}</script></body></html>\n"
