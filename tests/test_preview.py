@@ -104,3 +104,10 @@ def test_gallery_in_headless_chromium(gallery: Path, tmp_path: Path) -> None:
         assert browser.errors == []
     finally:
         browser.close()
+
+
+def test_preview_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["preview", str(tmp_path), "--out", str(tmp_path / "g.html")]) == 1
+    err = capsys.readouterr().err
+    assert "manifest.jsonl is missing" in err and "Traceback" not in err
+    assert not (tmp_path / "g.html").exists()
