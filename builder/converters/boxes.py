@@ -43,6 +43,10 @@ def _image_size(image: Any) -> tuple[int, int]:
 class _BoxConverter(Converter):
     """Shared load step: read the image, check declared size, clip boxes, build the Sample."""
 
+    def declared_labels(self, item: Item) -> tuple[str, ...]:
+        """The box labels, parsed from the annotation file at discovery."""
+        return tuple(dict.fromkeys(box[4] for box in item.data["boxes"]))
+
     def _read(self, rel: str) -> Any:
         return self.read_2d(self.path(rel))
 
@@ -83,9 +87,10 @@ def _degenerate(x0: float, y0: float, x1: float, y1: float) -> bool:
 # Pascal VOC ----------------------------------------------------------------------------------
 class VocOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    annotations: str = "Annotations"  # folder of *.xml, relative to the source root
-    images: str = "JPEGImages"  # folder the XML <filename> is relative to
-    skip_difficult: bool = False  # drop objects marked <difficult>1</difficult>
+    annotations: str = Field(
+        default="Annotations", description="folder of *.xml, relative to the source root")
+    images: str = Field(default="JPEGImages", description="folder the XML <filename> is relative to")
+    skip_difficult: bool = Field(default=False, description="drop objects marked <difficult>1</difficult>")
 
 
 @register
@@ -186,9 +191,10 @@ class Voc(_BoxConverter):
 # COCO ----------------------------------------------------------------------------------------
 class CocoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    annotations: str  # COCO JSON, relative to the source root (or absolute)
-    images: str | None = None  # folder file_name is relative to (default: the JSON's folder)
-    keep_empty: bool = False  # also yield images without (non-crowd) annotations
+    annotations: str = Field(description="COCO JSON, relative to the source root (or absolute)")
+    images: str | None = Field(
+        default=None, description="folder file_name is relative to (default: the JSON's folder)")
+    keep_empty: bool = Field(default=False, description="also yield images without (non-crowd) annotations")
 
 
 @register
@@ -281,10 +287,12 @@ class Coco(_BoxConverter):
 # YOLO ----------------------------------------------------------------------------------------
 class YoloOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: str = "images"  # image folder (searched recursively: images/<split>/ works)
-    labels: str = "labels"  # label folder mirroring it: labels/<split>/<stem>.txt
-    names: list[str] | None = None  # class index -> raw label
-    names_file: str | None = None  # data.yaml (names: list or {index: name}) or classes.txt
+    images: str = Field(
+        default="images", description="image folder (searched recursively: images/<split>/ works)")
+    labels: str = Field(default="labels", description="label folder mirroring it: labels/<split>/<stem>.txt")
+    names: list[str] | None = Field(default=None, description="class index -> raw label")
+    names_file: str | None = Field(
+        default=None, description="data.yaml (names: list or {index: name}) or classes.txt")
     keep_empty: bool = Field(default=False, description="also yield images without boxes")
 
 

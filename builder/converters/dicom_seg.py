@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 
 from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries
@@ -39,8 +39,9 @@ class DicomSegOptions(BaseModel):
     """Options of ``format: dicom_seg``."""
 
     model_config = ConfigDict(extra="forbid")
-    images: str = "."  # folder or glob (relative to root) holding the image series
-    segs: str = "**/*"  # glob (relative to root) of the SEG files; non-SEG files are ignored
+    images: str = Field(default=".", description="folder or glob (relative to root) holding the image series")
+    segs: str = Field(
+        default="**/*", description="glob (relative to root) of the SEG files; non-SEG files are ignored")
 
 
 def is_seg(ds: Dataset) -> bool:
@@ -189,3 +190,6 @@ class DicomSeg(SeriesAnnotationConverter):
 
     def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
         return seg_masks(ds, series, path)
+
+    def header_labels(self, ds: Dataset) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(segment_labels(ds).values()))

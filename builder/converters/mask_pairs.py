@@ -28,10 +28,13 @@ class MaskPairOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     images: str = Field(description="glob of images relative to the root, e.g. images/*.jpg")
     masks: str = Field(description="mask path pattern, e.g. masks/{stem}_mask.png")
-    mask_labels: dict[int, str] | None = None  # mask value -> raw label (default str(value))
-    colors: dict[str, str] | None = None  # "#rrggbb" -> raw label, for RGB masks
+    mask_labels: dict[int, str] | None = Field(
+        default=None, description="mask value -> raw label (default str(value))")
+    colors: dict[str, str] | None = Field(
+        default=None, description="'#rrggbb' -> raw label, for RGB masks")
     threshold: int | None = Field(default=None, ge=0, description="value > threshold -> 1 (JPEG masks)")
-    missing_mask: str = Field(default="error", pattern="^(error|skip)$")
+    missing_mask: str = Field(default="error", pattern="^(error|skip)$",
+                              description="an image without a mask: error, or skip it")
 
     @field_validator("colors")
     @classmethod
