@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         command, rest = cmd_build, argv
     try:
-        return command(rest)
+        status = command(rest)
+        sys.stdout.flush()  # a closed pipe must fail here, not in the interpreter's exit flush
+        return status
     except BuildError as exc:
         print(f"gmai-build: error: {exc}", file=sys.stderr)
         return 1
