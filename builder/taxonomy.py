@@ -148,7 +148,8 @@ class Vocabulary:
         return None
 
     def suggest(self, text: str) -> list[str]:
-        return [self._keys[k] for k in difflib.get_close_matches(normalize_key(text), self._keys, 3)]
+        close = difflib.get_close_matches(normalize_key(text), self._keys, 5)
+        return list(dict.fromkeys(self._keys[k] for k in close))[:3]  # synonyms name one label once
 
     def labels_for(self, task: str, modality: str) -> list[str]:
         """Canonical labels that the tree places on this task for this modality (sorted)."""

@@ -79,6 +79,7 @@ def _vocabulary(config: Config, found: Findings) -> Vocabulary:
 
 
 def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings) -> None:
+    errors_before = len(found.errors)
     label_map: LabelMap | None = None
     try:
         label_map = LabelMap(src.label_map, src.name, vocab)
@@ -92,8 +93,9 @@ def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings) -> None
     if label_map is None:
         return
     n_labels = _check_labels(converter, src, items, label_map, vocab, found)
-    found.notes.append(f"{src.name}: {src.format}, {len(items)} items, label map OK "
-                       f"({n_labels} raw labels checked, {n_files} files exist)")
+    if len(found.errors) == errors_before:
+        found.notes.append(f"{src.name}: {src.format}, {len(items)} items, label map OK "
+                           f"({n_labels} raw labels checked, {n_files} files exist)")
 
 
 def _discover(converter: Converter, src: SourceConfig, found: Findings) -> list[Item] | None:
