@@ -85,7 +85,9 @@ def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings) -> None
         label_map = LabelMap(src.label_map, src.name, vocab)
     except ConfigError as exc:
         found.add_errors(exc)
-    converter = get_converter(src.format)(src.name, src.root, src.options)  # type: ignore[arg-type]
+    converter_class = get_converter(src.format)
+    options = converter_class.Options.model_validate(src.options)  # load_config already did
+    converter = converter_class(src.name, src.root, options)
     items = _discover(converter, src, found)
     if items is None:
         return
@@ -121,11 +123,10 @@ def _discover(converter: Converter, src: SourceConfig, found: Findings) -> list[
     return items
 
 
-def allowed_folders(src: SourceConfig) -> list[Path]:
+def allowed_folders(converter: Converter) -> list[Path]:
     """The source root, and absolute folders that the source's options name explicitly."""
-    folders = [src.root]
-    options = src.options.model_dump() if hasattr(src.options, "model_dump") else {}
-    for value in options.values():
+    folders = [converter.root]
+    for value in converter.options.model_dump().values():
         if isinstance(value, str) and os.path.isabs(value):
             path = Path(value)
             folders.append(path if path.is_dir() else path.parent)
@@ -141,7 +142,7 @@ def _inside(path: Path, folders: Iterable[Path]) -> bool:
 def _check_files(converter: Converter, src: SourceConfig, items: list[Item],
                  found: Findings) -> int:
     """Every file an item names exists and stays inside the source root; returns the count."""
-    folders = allowed_folders(src)
+    folders = allowed_folders(converter)
     problems: list[str] = []
     checked: set[str] = set()
     for item in items:

@@ -224,3 +224,21 @@ def test_label_map_example_is_a_valid_map(tmp_path: Path) -> None:
     assert label_map.lookup("ungradable") is None
     assert label_map.lookup("laser scars").department == "Ophthalmology"
     assert label_map.lookup("normal").department == "Ophthalmology"
+
+
+def test_a_registered_converter_is_a_format() -> None:
+    """Third-party code can register a converter class (entry points load through the same path)."""
+    from gmai_build.converters import Converter, register
+    from gmai_build.converters.base import _REGISTRY
+
+    @register
+    class Mine(Converter):
+        """My layout."""
+
+        format = "my_layout_for_test"
+
+    try:
+        assert "my_layout_for_test" in format_names()
+        assert get_converter("my_layout_for_test") is Mine
+    finally:
+        _REGISTRY.pop("my_layout_for_test")

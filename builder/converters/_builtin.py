@@ -61,16 +61,16 @@ def get_converter(name: str) -> type[Converter]:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
-    target = BUILTIN.get(name)
-    package = __package__
-    if target is None:
+    if name in BUILTIN:  # modules of this package
+        module_name, _, class_name = BUILTIN[name].partition(":")
+        module_name = f"{__package__}.{module_name}"
+    else:
         target = _entry_points().get(name)
-        package = None
         if target is None:
             raise KeyError(name)
-    module_name, _, class_name = target.partition(":")
+        module_name, _, class_name = target.partition(":")
     try:
-        module = importlib.import_module(("." + module_name) if package else module_name, package)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing == "gmai_build":
