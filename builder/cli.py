@@ -19,6 +19,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,8 +36,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    """``--quiet/-q`` (print only errors), shared by the subcommands."""
+    """``--quiet/-q`` (print only errors), shared by the subcommands: read it with :func:`quiet`."""
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+
+def quiet(args: argparse.Namespace) -> bool:
+    """True under ``--quiet``, which also silences library warnings (e.g. DICOM readers')."""
+    if getattr(args, "quiet", False):
+        warnings.simplefilter("ignore")
+        return True
+    return False
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -67,9 +76,10 @@ def cmd_build(argv: list[str]) -> int:
     out = args.out or config.build.out
     if out is None:
         raise BuildError(f"{args.sources}: give --out or set build.out in the sources file")
-    progress = not (args.no_progress or args.quiet) and sys.stderr.isatty()
+    silent = quiet(args)
+    progress = not (args.no_progress or silent) and sys.stderr.isatty()
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None)
-    if not args.quiet:
+    if not silent:
         print(short_summary(summary, config.build.name, Path(out)))
     return 0
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import add_output_flags
+from .cli import add_output_flags, quiet
 from .config import Config, SourceConfig, load_config
 from .converters import Converter, Item, get_converter
 from .errors import BuildError, ConfigError
@@ -222,10 +222,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--sources", required=True, type=Path, help="the sources.yaml to check")
     add_output_flags(p)
     args = p.parse_args(argv)
+    silent = quiet(args)
     found = validate(args.sources)
     for line in found.errors:
         print(f"error: {line}", file=sys.stderr)
-    if not args.quiet:
+    if not silent:
         for line in found.warnings:
             print(f"warning: {line}", file=sys.stderr)
         for line in found.notes:
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> int:
     if found.errors:
         print(f"gmai-build validate: {args.sources}: {len(found.errors)} problem(s)", file=sys.stderr)
         return 1
-    if not args.quiet:
+    if not silent:
         extra = f", {len(found.warnings)} warning(s)" if found.warnings else ""
         print(f"{args.sources}: OK{extra}")
     return 0
