@@ -7,7 +7,8 @@ Checks, and reports *every* problem found (not only the first):
 * every source's layout: the converter lists its items as the build does (tables parsed,
   annotation files parsed, DICOM headers read with ``stop_before_pixels``, so SEG and RTSTRUCT
   references to their image series are resolved), then every file an item names must exist and
-  stay inside the source root (or inside a folder that the source's options name explicitly);
+  stay inside the source root (or inside a folder that the source's options name explicitly),
+  and a 2D image's header must be one Pillow reads;
   paths go through the converter's own :meth:`~gmai_build.converters.base.Converter.path`, the
   same resolution the build reads through;
 * every raw label that a table, annotation file or DICOM header declares
@@ -27,10 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from .cli import add_output_flags, quiet
 from .config import Config, SourceConfig, load_config
 from .converters import Converter, Item, get_converter
 from .errors import BuildError, ConfigError
+from .image2d import IMAGE_SUFFIXES
 from .questions import QuestionPool
 from .taxonomy import LabelMap, StandardLabel, Vocabulary, _base_vocabulary_files
 
@@ -161,8 +165,22 @@ def _check_files(converter: Converter, src: SourceConfig, items: list[Item],
             elif not path.is_file():
                 problems.append(f"source '{src.name}': file {path}: does not exist "
                                 f"(named by item '{item.key}' of format {src.format})")
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                problem = image_header_problem(path)
+                if problem:
+                    problems.append(f"source '{src.name}': file {path}: {problem}")
     _record(found, problems, src.name, "missing or misplaced files")
     return len(checked) - len(problems)
+
+
+def image_header_problem(path: Path) -> str | None:
+    """Why a 2D image file is not one the build can read, judged from its header alone."""
+    try:
+        with Image.open(path) as img:  # reads the header; pixels are decoded only by load()
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"cannot read image: {exc}"
+    return None if width > 0 and height > 0 else f"empty image ({width}x{height})"
 
 
 def _check_labels(converter: Converter, src: SourceConfig, items: list[Item], label_map: LabelMap,

@@ -173,3 +173,13 @@ def test_quiet_validate_prints_only_errors(tmp_path: Path, capsys) -> None:
 def test_missing_sources_file(tmp_path: Path, capsys, missing: str) -> None:
     code, _, err = _validate(tmp_path / missing, capsys)
     assert code == 1 and "no such file" in err
+
+
+def test_a_file_that_is_not_an_image_is_found_from_its_header(tmp_path: Path, capsys) -> None:
+    sources = copy_example(tmp_path)
+    bad = tmp_path / "data" / "fundus_laterality" / "oculus dexter" / "crop00.png"
+    assert bad.is_file()
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, _, err = _validate(sources, capsys)
+    assert code == 1
+    assert "source 'fundus-laterality'" in err and "crop00.png: cannot read image" in err
