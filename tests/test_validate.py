@@ -183,3 +183,22 @@ def test_a_file_that_is_not_an_image_is_found_from_its_header(tmp_path: Path, ca
     code, _, err = _validate(sources, capsys)
     assert code == 1
     assert "source 'fundus-laterality'" in err and "crop00.png: cannot read image" in err
+
+
+def test_configs_that_build_also_validate(capsys) -> None:
+    """No false alarms: the real-data example (MedMNIST, MSD, NRRD, DICOM SEG, VOC) validates."""
+    realdata()  # skips, saying where the samples come from, when they are absent
+    code, out, err = _validate(Path(__file__).parents[1] / "examples" / "realdata_sources.yaml", capsys)
+    assert code == 0, err
+    assert "dicom_seg_liver: dicom_seg, 1 items, label map OK (1 raw labels checked, 4 files exist)" in out
+    assert "bccd: voc, 20 items, label map OK (3 raw labels checked, 40 files exist)" in out
+
+
+def test_rtstruct_phantom_validates(tmp_path: Path, capsys) -> None:
+    sources = write_yaml(tmp_path / "sources.yaml", {"sources": [{
+        "name": "rt", "format": "dicom_rtstruct", "root": str(realdata("dicom_rtstruct_phantom")),
+        "modality": "CT", "label_map": "dicom_rtstruct_phantom", "license": "MIT",
+        "citation": "rt-utils test data", "options": {"images": "ct", "structs": "rtstruct.dcm"}}]})
+    code, out, err = _validate(sources, capsys)
+    assert code == 0, err
+    assert "rt: dicom_rtstruct, 1 items, label map OK (1 raw labels checked" in out
