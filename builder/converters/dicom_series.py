@@ -234,10 +234,12 @@ class SeriesAnnotationConverter(Converter):
             seen.add(path)
             uid, how = self.referenced_series(ds, index)
             if uid is None or uid not in index.series:
-                found = ", ".join(sorted(index.series)) or "none"
+                # UIDs are not printed: they can identify a patient (the user can read them
+                # from the headers); the message says how the reference was looked for.
+                looked = f"the series named by its {how}" if uid else how
                 raise self.error(
                     f"{self.kind} has no matching image series under options.images '{images}' "
-                    f"(looked for {uid or 'a referenced series'} by {how}; series found: {found})",
+                    f"(looked for {looked}; {len(index.series)} image series found there)",
                     path)
             files = sorted(index.series[uid])
             group = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None
