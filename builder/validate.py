@@ -8,7 +8,9 @@ Checks, and reports *every* problem found (not only the first):
   annotation files parsed, DICOM headers read with ``stop_before_pixels``, so SEG and RTSTRUCT
   references to their image series are resolved), then every file an item names must exist and
   stay inside the source root (or inside a folder that the source's options name explicitly),
-  and a 2D image's header must be one Pillow reads;
+  and a 2D image's header must be one Pillow reads; the converter then checks what headers
+  tell (:meth:`~gmai_build.converters.base.Converter.problems_without_pixels`: a box outside
+  its image, a declared image size that differs, a mask of another size than its image);
   paths go through the converter's own :meth:`~gmai_build.converters.base.Converter.path`, the
   same resolution the build reads through;
 * every raw label that a table, annotation file or DICOM header declares
@@ -28,13 +30,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from .cli import add_output_flags, quiet
 from .config import Config, SourceConfig, load_config
 from .converters import Converter, Item, get_converter
 from .errors import BuildError, ConfigError
-from .image2d import IMAGE_SUFFIXES
+from .image2d import IMAGE_SUFFIXES, image_size
 from .questions import QuestionPool
 from .taxonomy import LabelMap, StandardLabel, Vocabulary, _base_vocabulary_files
 
@@ -145,11 +145,14 @@ def _inside(path: Path, folders: Iterable[Path]) -> bool:
 
 def _check_files(converter: Converter, src: SourceConfig, items: list[Item],
                  found: Findings) -> int:
-    """Every file an item names exists and stays inside the source root; returns the count."""
+    """Every file an item names exists, stays inside the source root and has a readable header;
+    then the converter's header checks. Returns the number of files found in order."""
     folders = allowed_folders(converter)
     problems: list[str] = []
     checked: set[str] = set()
+    bad_files = 0
     for item in items:
+        before = len(problems)
         for rel in item.paths:
             if rel in checked:
                 continue
@@ -169,17 +172,19 @@ def _check_files(converter: Converter, src: SourceConfig, items: list[Item],
                 problem = image_header_problem(path)
                 if problem:
                     problems.append(f"source '{src.name}': file {path}: {problem}")
-    _record(found, problems, src.name, "missing or misplaced files")
-    return len(checked) - len(problems)
+        bad_files += len(problems) - before
+        if len(problems) == before:  # its files are fine: what their headers tell
+            problems += converter.problems_without_pixels(item)
+    _record(found, problems, src.name, "file problems")
+    return len(checked) - bad_files
 
 
 def image_header_problem(path: Path) -> str | None:
     """Why a 2D image file is not one the build can read, judged from its header alone."""
     try:
-        with Image.open(path) as img:  # reads the header; pixels are decoded only by load()
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return f"cannot read image: {exc}"
+        width, height = image_size(path)
+    except ValueError as exc:
+        return str(exc)
     return None if width > 0 and height > 0 else f"empty image ({width}x{height})"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -203,3 +204,46 @@ def test_rtstruct_phantom_validates(tmp_path: Path, capsys) -> None:
     code, out, err = _validate(sources, capsys)
     assert code == 0, err
     assert "rt: dicom_rtstruct, 1 items, label map OK (1 raw labels checked" in out
+
+
+def test_voc_box_outside_its_image_is_found_from_headers(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "bccd"
+    shutil.copytree(realdata("voc_bccd"), root)
+    xml = sorted((root / "Annotations").glob("*.xml"))[0]
+    # The first box moves right of the 640-pixel-wide image: nothing of it is left inside.
+    text = re.sub(r"<xmin>[^<]*</xmin>", "<xmin>5000</xmin>", xml.read_text(), count=1)
+    xml.write_text(re.sub(r"<xmax>[^<]*</xmax>", "<xmax>5100</xmax>", text, count=1))
+    sources = write_yaml(tmp_path / "sources.yaml", {"sources": [{
+        "name": "bccd", "format": "voc", "root": "bccd", "modality": "Microscopy",
+        "label_map": "bccd", "license": "MIT", "citation": "BCCD"}]})
+    code, _, err = _validate(sources, capsys)
+    assert code == 1, err
+    assert "lies outside the" in err and xml.name in err
+    assert main(["--sources", str(sources), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert "lies outside the" in capsys.readouterr().err
+
+
+def test_mask_of_another_size_is_found_from_headers(tmp_path: Path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    sources = copy_example(tmp_path)
+    images = sorted((tmp_path / "data" / "fundus_findings" / "images").glob("*.png"))[:2]
+    (tmp_path / "seg" / "masks").mkdir(parents=True)
+    for k, image in enumerate(images):
+        shutil.copy(image, tmp_path / "seg" / image.name)
+        w, h = Image.open(image).size
+        mask = np.zeros((h, w + k), np.uint8)  # the second mask is one pixel too wide
+        mask[: h // 2, : w // 2] = 1
+        Image.fromarray(mask).save(tmp_path / "seg" / "masks" / image.name)
+    (tmp_path / "seg_map.yaml").write_text("labels:\n  '1': microaneurysms\n")
+    data = yaml.safe_load(sources.read_text())
+    data["sources"] = [{"name": "seg", "format": "mask_pairs", "root": "seg",
+                        "modality": "Fundus Photography", "label_map": "seg_map.yaml",
+                        "license": "CC0", "citation": "example",
+                        "options": {"images": "*.png", "masks": "masks/{name}"}}]
+    write_yaml(sources, data)
+    code, _, err = _validate(sources, capsys)
+    assert code == 1
+    assert f"masks/{images[1].name} is " in err and "masks must be in the image's pixel grid" in err
+    assert images[0].name not in err.replace(images[1].name, "")

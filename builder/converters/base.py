@@ -66,6 +66,11 @@ class Converter:
         """
         return item.labels
 
+    def problems_without_pixels(self, item: Item) -> list[str]:
+        """What the build would reject in ``item`` that file headers already tell (e.g. a box
+        outside the image, a mask of another size); run by ``gmai-build validate``."""
+        return []
+
     # Helpers shared by converters -------------------------------------------------------
     def path(self, relative: str) -> Path:
         return self.root / relative

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..image2d import IMAGE_SUFFIXES
+from ..errors import BuildError
+from ..image2d import IMAGE_SUFFIXES, image_size
 from ..samples import Box, Sample
 from .base import Converter, Item, register
 
@@ -49,6 +50,27 @@ class _BoxConverter(Converter):
 
     def _read(self, rel: str) -> Any:
         return self.read_2d(self.path(rel))
+
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
+        """The item's boxes on a ``width`` x ``height`` image: checked, clipped (subclasses)."""
+        raise NotImplementedError
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        image = self._read(item.paths[0])
+        width, height = _image_size(image)
+        boxes, clipped = self._boxes(item, width, height)
+        yield self._sample(item, image, boxes, clipped)
+
+    def problems_without_pixels(self, item: Item) -> list[str]:
+        """Declared sizes and boxes checked against the image size in the image file's header."""
+        try:
+            width, height = image_size(self.path(item.paths[0]))
+            self._boxes(item, width, height)
+        except ValueError:
+            return []  # an unreadable image is reported by the file check
+        except BuildError as exc:
+            return [str(exc)]
+        return []
 
     def _clip(self, raw: list[RawBox], width: int, height: int, file: Path) -> tuple[list[Box], list[dict]]:
         """Boxes clipped to the image; boxes with nothing left inside are errors."""
@@ -175,17 +197,14 @@ class Voc(_BoxConverter):
                 return self.relative(c)
         raise self.error(f"image '{filename}' not found in '{opts.images}' (options.images)", xml_path)
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        image = self._read(item.paths[0])
-        width, height = _image_size(image)
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
         xml_file = self.path(item.paths[1])
         size = item.data.get("size")
         if size is not None and tuple(size) != (width, height):
             raise self.error(
                 f"<size> says {size[0]}x{size[1]} but image {item.paths[0]} is {width}x{height}",
                 xml_file)
-        boxes, clipped = self._clip(item.data["boxes"], width, height, xml_file)
-        yield self._sample(item, image, boxes, clipped)
+        return self._clip(item.data["boxes"], width, height, xml_file)
 
 
 # COCO ----------------------------------------------------------------------------------------
@@ -272,16 +291,13 @@ class Coco(_BoxConverter):
                        data={"size": size, "boxes": boxes})
 
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        image = self._read(item.paths[0])
-        width, height = _image_size(image)
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
         jpath = self.path(item.paths[1])
         size = item.data.get("size")
         if size is not None and tuple(size) != (width, height):
             raise self.error(f"'images' entry says {size[0]}x{size[1]} but {item.paths[0]} is "
                              f"{width}x{height}", jpath)
-        boxes, clipped = self._clip(item.data["boxes"], width, height, jpath)
-        yield self._sample(item, image, boxes, clipped)
+        return self._clip(item.data["boxes"], width, height, jpath)
 
 
 # YOLO ----------------------------------------------------------------------------------------
@@ -394,11 +410,8 @@ class Yolo(_BoxConverter):
             out.append((*box, names[cls], where))
         return out
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        image = self._read(item.paths[0])
-        width, height = _image_size(image)
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
         raw = [(x0 * width, y0 * height, x1 * width, y1 * height, lab, where)
                for x0, y0, x1, y1, lab, where in item.data["boxes"]]
         label_file = self.path(item.paths[1]) if len(item.paths) > 1 else self.path(item.paths[0])
-        boxes, clipped = self._clip(raw, width, height, label_file)
-        yield self._sample(item, image, boxes, clipped)
+        return self._clip(raw, width, height, label_file)
