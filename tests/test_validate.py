@@ -247,3 +247,23 @@ def test_mask_of_another_size_is_found_from_headers(tmp_path: Path, capsys) -> N
     assert code == 1
     assert f"masks/{images[1].name} is " in err and "masks must be in the image's pixel grid" in err
     assert images[0].name not in err.replace(images[1].name, "")
+
+
+def test_seg_on_another_grid_is_found_from_headers(tmp_path: Path, capsys) -> None:
+    import pydicom
+
+    root = tmp_path / "liver"
+    shutil.copytree(realdata("dicom_seg_liver"), root)
+    seg_file = next((root / "seg").iterdir())
+    seg = pydicom.dcmread(seg_file)
+    seg.Rows = int(seg.Rows) + 2  # the header now says the frames are on a larger grid
+    seg.save_as(seg_file)
+    sources = write_yaml(tmp_path / "sources.yaml", {"sources": [{
+        "name": "liver", "format": "dicom_seg", "root": "liver", "modality": "CT",
+        "label_map": "dicom_seg_liver", "license": "BSD-3", "citation": "dcmqi",
+        "options": {"images": "ct", "segs": "seg/*"}}]})
+    code, _, err = _validate(sources, capsys)
+    assert code == 1
+    assert f"SEG frames are {seg.Rows}x{seg.Columns} but the image series is" in err
+    assert main(["--sources", str(sources), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert f"SEG frames are {seg.Rows}x{seg.Columns}" in capsys.readouterr().err
