@@ -10,7 +10,8 @@ Checks, and reports *every* problem found (not only the first):
   stay inside the source root (or inside a folder that the source's options name explicitly),
   and a 2D image's header must be one Pillow reads; the converter then checks what headers
   tell (:meth:`~gmai_build.converters.base.Converter.problems_without_pixels`: a box outside
-  its image, a declared image size that differs, a mask of another size than its image);
+  its image, a declared image size that differs, a mask of another size than its image, a
+  SEG on another grid than its series);
   paths go through the converter's own :meth:`~gmai_build.converters.base.Converter.path`, the
   same resolution the build reads through;
 * every raw label that a table, annotation file or DICOM header declares
