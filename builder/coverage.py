@@ -137,3 +137,18 @@ def write_coverage(stage: Path, records: list[dict[str, Any]], name: str,
         json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (stage / COVERAGE_MD).write_text(coverage_markdown(report, name), encoding="utf-8")
     return report
+
+
+def coverage_lines(out_dir: Path, short: bool = False) -> str:
+    """What the build prints from its coverage.json: the table, or (``short``) one line."""
+    report = json.loads((out_dir / COVERAGE_JSON).read_text(encoding="utf-8"))
+    if short:
+        names = {"clinical VQA task": "tasks", "department": "departments", "modality": "modalities",
+                 "perceptual granularity": "granularities",
+                 f"clinical VQA task{SEP}perceptual granularity": "task x granularity cells",
+                 f"modality{SEP}label": "labels"}
+        tree = report["published_tree"]
+        parts = [f"{names[k]} {tree[k]['covered']}/{tree[k]['published']}" for k in names]
+        return "  published tree covered: " + ", ".join(parts) + " (empty nodes: coverage.md)"
+    return ("Published GMAI-MMBench tree nodes with questions (coverage.md lists the empty ones):\n"
+            + coverage_table(report))

@@ -27,7 +27,7 @@ from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
-from .coverage import COVERAGE_JSON, COVERAGE_MD, coverage_table, write_coverage
+from .coverage import COVERAGE_JSON, COVERAGE_MD, coverage_lines, write_coverage
 from .errors import BuildError, ConfigError
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
@@ -425,7 +425,7 @@ def build(
             outputs = write_outputs(stage, config, records, spool, got.refs, summary, info)
             if config.build.circular:
                 outputs += write_circular(stage, config.build.name)
-            coverage = write_coverage(stage, records, config.build.name, vocab)
+            write_coverage(stage, records, config.build.name, vocab)
             outputs += [COVERAGE_JSON, COVERAGE_MD]
         finally:
             spool.close()
@@ -433,8 +433,7 @@ def build(
     if not config.build.circular:
         remove_stale_circular(out_dir, config.build.name)
     log(summary_markdown(summary, config.build.name))
-    log("Published GMAI-MMBench tree nodes with questions (coverage.md lists the empty ones):\n"
-        + coverage_table(coverage))
+    log(coverage_lines(out_dir))
     return summary
 
 

@@ -92,7 +92,8 @@ class _PoolFile(_Strict):
 
 
 class _RawTemplate(NamedTuple):
-    where: str  # key path in the file
+    owner: str  # key path of the group or template ("groups[3]")
+    where: str  # key path of the text ("groups[3].texts[2]")
     id: str
     granularity: str
     tasks: list[str]
@@ -157,17 +158,17 @@ class QuestionPool:
         self.templates: list[Template] = [
             self._template(raw, families, problems) for raw in self._raw_templates(spec)]
         problems += self._pool_problems(spec)
-        if problems:
-            raise ConfigError("\n".join(f"{self.path}: {p}" for p in problems))
+        if problems:  # a group's problem is found once per text: report it once
+            raise ConfigError("\n".join(f"{self.path}: {p}" for p in dict.fromkeys(problems)))
         self.shared_words = {t: frozenset(w.lower() for w in ws) for t, ws in spec.shared_words.items()}
         self.options = dict(spec.options)
         self.vocabulary_fallback = bool(self.options.get("local_vocabulary_fallback", True))
 
     def _template(self, raw: _RawTemplate, families: dict[str, frozenset[str]],
                   problems: list[str]) -> Template:
-        where, tid, gran, tasks, mods, text = raw
+        owner, where, tid, gran, tasks, mods, text = raw
         problems += [f"{where}: {p}" for p in _text_problems(text)]
-        problems += _check_axes(where, gran, tasks)
+        problems += _check_axes(owner, gran, tasks)
         resolved: set[str] = set()
         for j, m in enumerate(mods):
             if m in families:
@@ -175,7 +176,7 @@ class QuestionPool:
             elif m in MODALITIES:
                 resolved.add(m)
             else:
-                problems.append(f"{where}.modalities[{j}]: '{m}' is neither a tree modality "
+                problems.append(f"{owner}.modalities[{j}]: '{m}' is neither a tree modality "
                                 f"nor a family ({', '.join(sorted(families)) or 'none defined'})"
                                 + _hint(m, [*MODALITIES, *families]))
         return Template(tid, gran, text, tuple(tasks), frozenset(resolved), self.names)
@@ -223,10 +224,11 @@ class QuestionPool:
         """Every template of the file (groups first, then flat templates), in file order."""
         for i, g in enumerate(spec.groups):
             for j, text in enumerate(g.texts):
-                yield _RawTemplate(f"groups[{i}].texts[{j}]", f"{g.id}-{j + 1}", g.granularity,
-                                   g.tasks, g.modalities, text)
+                yield _RawTemplate(f"groups[{i}]", f"groups[{i}].texts[{j}]", f"{g.id}-{j + 1}",
+                                   g.granularity, g.tasks, g.modalities, text)
         for i, t in enumerate(spec.templates):
-            yield _RawTemplate(f"templates[{i}]", t.id, t.granularity, t.tasks, t.modalities, t.text)
+            yield _RawTemplate(f"templates[{i}]", f"templates[{i}].text", t.id, t.granularity,
+                               t.tasks, t.modalities, t.text)
 
     def templates_for(self, granularity: str, task: str, modality: str | None = None) -> list[Template]:
         """The task's templates that fit the modality; else the granularity's generic ones.
@@ -267,14 +269,14 @@ def _hint(value: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _check_axes(where: str, granularity: str, tasks: list[str]) -> list[str]:
+def _check_axes(owner: str, granularity: str, tasks: list[str]) -> list[str]:
     out = []
     if granularity not in GRANULARITIES:
-        out.append(f"{where}: granularity '{granularity}' must be one of {GRANULARITIES}"
+        out.append(f"{owner}.granularity: '{granularity}' must be one of {GRANULARITIES}"
                    + _hint(granularity, GRANULARITIES))
     for j, task in enumerate(tasks):
         if task not in TASKS:
-            out.append(f"{where}: tasks[{j}]: unknown clinical VQA task '{task}'" + _hint(task, TASKS))
+            out.append(f"{owner}.tasks[{j}]: unknown clinical VQA task '{task}'" + _hint(task, TASKS))
     return out
 
 

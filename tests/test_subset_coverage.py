@@ -97,8 +97,13 @@ def test_build_prints_the_coverage_table(tmp_path: Path, capsys) -> None:
 
     assert run_build(REPO / "examples" / "sources.yaml", tmp_path / "out") == 0
     out = capsys.readouterr().out
-    assert "Published GMAI-MMBench tree nodes with questions" in out
-    assert "| modality | 1 | 38 | 0 |" in out
+    manifest = read_manifest(tmp_path / "out")
+    tasks = len({r["task"] for r in manifest})
+    assert (f"  published tree covered: tasks {tasks}/18, departments 1/19, modalities 1/38, "
+            f"granularities 1/4, task x granularity cells {tasks}/46, labels 4/810") in out
+    from gmai_build.coverage import coverage_lines
+
+    assert "| modality | 1 | 38 | 0 |" in coverage_lines(tmp_path / "out")
     assert len(published_nodes()["modality"]) == 38
 
 

@@ -141,11 +141,11 @@ def _pool(tmp_path: Path, groups: list, **extra) -> Path:
     ({"id": "x", "granularity": "Image Level", "text": ["a"], "texts": ["b?"]},
      r"groups\[4\]\.text: unknown key 'text'"),
     ({"id": "x", "granularity": "Image level", "texts": ["Which one?"]},
-     r"groups\[4\]\.texts\[0\]: granularity 'Image level' .*did you mean 'Image Level'"),
+     r"groups\[4\]\.granularity: 'Image level' .*did you mean 'Image Level'"),
     ({"id": "x", "granularity": "Image Level", "tasks": ["Countin"], "texts": ["How many?"]},
-     r"tasks\[0\]: unknown clinical VQA task 'Countin' \(did you mean 'Counting'\?\)"),
+     r"groups\[4\]\.tasks\[0\]: unknown clinical VQA task 'Countin' \(did you mean 'Counting'\?\)"),
     ({"id": "x", "granularity": "Image Level", "texts": ["How many in this {modalty} image?"]},
-     r"unknown placeholder\(s\) \['modalty'\]"),
+     r"groups\[4\]\.texts\[0\]: unknown placeholder\(s\) \['modalty'\]"),
     ({"id": "x", "granularity": "Image Level", "texts": ["This is a {modality} image. Which?"]},
      r"article written before a placeholder"),
     ({"id": "x", "granularity": "Image Level", "texts": ["{modality} image: which finding?"]},
@@ -153,7 +153,7 @@ def _pool(tmp_path: Path, groups: list, **extra) -> Path:
     ({"id": "x", "granularity": "Mask Level", "texts": ["What lies under the red mask?"]},
      r"names a colour \['red'\]"),
     ({"id": "x", "granularity": "Image Level", "modalities": ["microscope"], "texts": ["Which?"]},
-     r"modalities\[0\]: 'microscope' is neither a tree modality nor a family"),
+     r"groups\[4\]\.modalities\[0\]: 'microscope' is neither a tree modality nor a family"),
     ({"id": "x", "granularity": "Image Level",
       "texts": ["Which organ is shown in this {modality} image?",
                 "Which organ is shown in this {modality} image ?"]},
@@ -210,8 +210,9 @@ def test_validate_reports_pool_gaps_and_build_rejects_leaks(tmp_path: Path) -> N
     res = subprocess.run([sys.executable, "-m", "gmai_build.cli", "validate", "--sources", str(cfg)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count("has fewer than 10 templates") == 46
-    assert "(Counting, Image Level) has fewer than 10 templates for Histopathology: 0" in res.stdout
+    assert res.stderr.count("has fewer than 10 templates") == 46
+    assert "(Counting, Image Level) has fewer than 10 templates for Histopathology: 0" in res.stderr
+    assert "OK, 47 warning(s)" in res.stdout  # 46 thin cells and one lexical cue ('level')
     leaky = _pool(tmp_path, [{"id": "ar", "granularity": "Image Level",
                               "tasks": ["Attribute Recognition"],
                               "texts": ["Is this {modality} image of the oculus dexter?"]}])
