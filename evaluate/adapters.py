@@ -27,6 +27,7 @@ class Output:
     method: str | None = None  # set when ``letter`` is given: "loglik", "baseline"
     scores: dict[str, float] | None = None  # per-letter log-probabilities (loglik)
     error: str | None = None  # set when the call failed; such items are retried on resume
+    invalid: str | None = None  # set by the runner for a row that cannot be asked (the reason)
 
 
 class Model(Protocol):

@@ -52,13 +52,30 @@ class Item:
     hint: str | None = None
     image_b64: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    _decoded: Any = field(default=None, repr=False, compare=False)
 
     def image(self) -> Any:
-        """Decode the base64 image to an RGB ``PIL.Image`` (lazily: only the model needs it)."""
-        from PIL import Image
+        """Decode the base64 image to an RGB ``PIL.Image`` (lazily, once per item)."""
+        if self._decoded is None:
+            from PIL import Image
 
-        data = base64.b64decode(self.image_b64)
-        return Image.open(io.BytesIO(data)).convert("RGB")
+            data = base64.b64decode(self.image_b64, validate=False)
+            with Image.open(io.BytesIO(data)) as img:
+                self._decoded = img.convert("RGB")
+        return self._decoded
+
+    def problem(self) -> str | None:
+        """Why this row cannot be asked (``None`` when it can): see ``row_problem``; the image
+        is decoded here, so that one bad image is reported for its row instead of failing the
+        batch (and every resume) inside a model adapter."""
+        found = row_problem(self.options, self.answer)
+        if found:
+            return found
+        try:
+            self.image()
+        except Exception as err:  # PIL raises many types (OSError, ValueError, SyntaxError...)
+            return f"undecodable image ({type(err).__name__}: {str(err)[:120]})"
+        return None
 
     def image_mime(self) -> str:
         """The image's MIME type, read from the base64 magic prefix (PNG unless JPEG/GIF/WebP)."""
@@ -87,6 +104,32 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, float) and value != value:
         return True
     return isinstance(value, str) and value.strip() == ""
+
+
+def row_problem(options: dict[str, str], answer: str | None) -> str | None:
+    """Why a question is invalid, from its options and answer (``None`` when it is fine).
+
+    Invalid rows are reported and skipped (counted as ``invalid``, apart from wrong answers).
+    """
+    if not options:
+        return "no options (every option cell is empty)"
+    if answer is not None and answer not in options:
+        return f"answer {answer!r} is not one of the options {''.join(options)}"
+    return None
+
+
+def duplicate_indices(path: str | Path, chunksize: int = 4096) -> set[Index]:
+    """Indexes that occur more than once in the TSV (read from the ``index`` column only)."""
+    seen: set[Index] = set()
+    dups: set[Index] = set()
+    for chunk in pd.read_csv(path, sep="\t", usecols=["index"], dtype={"index": str},
+                             chunksize=chunksize):
+        for value in chunk["index"]:
+            index = normalize_index(value)
+            if index in seen:
+                dups.add(index)
+            seen.add(index)
+    return dups
 
 
 def group_value(value: Any) -> str:
@@ -190,6 +233,19 @@ def load_answer_key(path: str | Path) -> dict[Index, str]:
         normalize_index(i): str(a).strip() for i, a in zip(frame["index"], frame["answer"],
                                                            strict=True)
     }
+
+
+def load_key_groups(path: str | Path) -> dict[Index, dict[str, str]]:
+    """Group columns carried by an answer key (e.g. the true ``category`` that a TEST TSV leaves
+    out), per index; empty when the key has only ``index,answer``."""
+    head = Path(path).open(encoding="utf-8", newline="").readline()
+    sep = "\t" if "\t" in head else ","
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    groups = [c for c in GROUP_COLUMNS if c in frame.columns]
+    if not groups or "index" not in frame.columns:
+        return {}
+    return {normalize_index(rec["index"]): {g: rec[g] for g in groups}
+            for rec in frame[["index", *groups]].to_dict("records")}
 
 
 def answer_counts(path: str | Path, answers: dict[Index, str] | None = None) -> dict[str, int]:
