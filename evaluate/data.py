@@ -71,6 +71,8 @@ class Item:
         found = row_problem(self.options, self.answer)
         if found:
             return found
+        if not self.image_b64:
+            return "empty image"
         try:
             self.image()
         except Exception as err:  # PIL raises many types (OSError, ValueError, SyntaxError...)
@@ -180,7 +182,7 @@ def iter_items(
             image = rec.get("image")
             if is_missing(image):
                 skipped += 1
-                continue
+                image = ""
             index = normalize_index(rec["index"])
             options = {
                 k: str(rec[k]) for k in letters if not is_missing(rec[k])
@@ -202,7 +204,7 @@ def iter_items(
             )
         del chunk
     if skipped:
-        log.warning("%s: skipped %d rows with an empty image", path, skipped)
+        log.warning("%s: %d rows have an empty image (reported as invalid)", path, skipped)
     if gaps:
         log.warning("%s: %d items have an empty option before a non-empty one (texts such as "
                     "'None'/'NA' read as missing, as VLMEvalKit does; --keep-na-text keeps "

@@ -31,7 +31,8 @@ def published_rows() -> list[dict]:
 def test_published_layout_and_quirks(tmp_path: Path) -> None:
     path = write_tsv(tmp_path / "GMAI_VAL.tsv", published_rows(), PUBLISHED)
     items = list(iter_items(path, chunksize=1))
-    assert [i.index for i in items] == [1, 2]  # '001' read as int 1, empty image dropped
+    assert [i.index for i in items] == [1, 2, 3]  # '001' read as int 1
+    assert items[2].problem() == "empty image"  # reported as invalid, not silently dropped
     assert items[0].options == {"B": "tumour", "C": "cyst"}  # 'None' read as NaN -> empty
     assert items[1].options == {"A": "liver", "C": "spleen", "D": "kidney"}
     assert items[0].meta["department"] != items[0].meta["department"]  # NaN kept in meta
