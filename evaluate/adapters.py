@@ -2,8 +2,8 @@
 
 A spec names a model on the command line:
 - ``hf:PATH[?mode=generate|loglik&batch=8&max_new_tokens=64&dtype=bf16&name=NAME]``
-- ``openai:URL#MODEL[?workers=8&timeout=120&retries=5&backoff=1&key_env=OPENAI_API_KEY&
-  max_tokens=256&batch=32&name=NAME]``
+- ``openai:URL#MODEL[?mode=generate|loglik&workers=8&timeout=120&retries=5&backoff=1&
+  key_env=OPENAI_API_KEY&max_tokens=256&batch=32&name=NAME]``
 - ``random[?seed=0]``, ``first``, ``most-frequent-letter``
 """
 
@@ -150,6 +150,7 @@ def load_model(spec: str, mode: str | None = None, batch: int | None = None,
             max_tokens=int(opts.get("max_tokens", 256)),
             batch_size=int(opts.get("batch", batch or 32)),
             backoff=float(opts.get("backoff", 1.0)),
+            mode=opts.get("mode", mode or "generate"),
         )
     else:
         raise ValueError(f"unknown model spec {spec!r} (hf:, openai:, random, first, "

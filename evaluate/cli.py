@@ -20,6 +20,7 @@ from typing import Any
 
 from .adapters import Model, load_model, parse_spec
 from .data import Index, answer_counts, load_answer_key, load_key_groups
+from .openai_adapter import LogprobsUnsupported
 from .predictions import PredictionsError, load_predictions
 from .prompt import PromptBuilder
 from .runner import (
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else cmd_run(argv)
-    except (EvalUsageError, PredictionsError, FingerprintMismatch) as err:
+    except (EvalUsageError, PredictionsError, FingerprintMismatch, LogprobsUnsupported) as err:
         print(f"gmai-eval: error: {err}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as err:  # unreadable files, bad specs, malformed TSVs
