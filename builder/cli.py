@@ -3,6 +3,7 @@
     gmai-build --sources sources.yaml --out build/
     gmai-build validate --sources sources.yaml
     gmai-build formats
+    gmai-build export BUILD --format parquet|lmms-eval|vlmevalkit --out DIR
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(argv[1:])
         if argv[:1] == ["formats"]:
             return _formats()
+        if argv[:1] == ["export"]:
+            from .export import main as export_main
+
+            return export_main(argv[1:])
         if argv[:1] == ["build"]:
             argv = argv[1:]
         args = _parser().parse_args(argv)
