@@ -101,11 +101,11 @@ def _score(data: str, records: dict[Index, dict[str, Any]], out_dir: Path, key: 
         return None
     title = f"{extra.get('model', out_dir.parent.name)} on {split_name(data)}"
     res = write_scores(df, out_dir, title, args.scale, extra)
-    unit = "%" if args.scale == "percent" else ""
+    unit, digits = ("%", 2) if args.scale == "percent" else ("", 4)
     apart = ", ".join(f"{k} {res[k]}" for k in ("api_failed", "missing", "judge_failed",
                                                 "invalid") if res[k])
-    print(f"{title}: {res['accuracy']:.4g}{unit} (95% CI {res['ci95'][0]:.4g}-"
-          f"{res['ci95'][1]:.4g}, n={res['n']}{'; ' + apart if apart else ''}) -> {out_dir}")
+    print(f"{title}: {res['accuracy']:.{digits}f}{unit} (95% CI {res['ci95'][0]:.{digits}f}-"
+          f"{res['ci95'][1]:.{digits}f}, n={res['n']}{'; ' + apart if apart else ''}) -> {out_dir}")
     return res
 
 

@@ -138,7 +138,8 @@ def wilson_ci(n: int, correct: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Exactly 0 / 1 at the ends (the formula gives them up to rounding).
+    return (0.0 if correct == 0 else centre - half, 1.0 if correct == n else centre + half)
 
 
 def summarize(df: pd.DataFrame, scale: str = "percent") -> pd.DataFrame:
