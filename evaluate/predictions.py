@@ -105,6 +105,12 @@ def load_predictions(
     if pred.is_dir():
         records = _own_folder(pred, data)
         frame = None
+        for rec in records.values():  # bare replies (no method) are extracted like any reply
+            info = meta.get(rec["index"])
+            if "method" not in rec and info is not None:
+                ext = extract(str(rec.get("reply", rec.get("prediction"))),
+                              dict(info["options"]), info["question"], judge, lenient)
+                rec.update(prediction=ext.letter, method=ext.method)
     elif not pred.exists():
         raise PredictionsError(f"{pred}: no such file or folder")
     elif pred.suffix == ".jsonl":
@@ -130,7 +136,11 @@ def load_predictions(
 def _own_folder(pred_dir: Path, data: str | Path) -> dict[Index, dict[str, Any]]:
     files = prediction_files(pred_dir)
     if not files:
-        raise PredictionsError(f"{pred_dir}: no predictions*.jsonl in this folder")
+        others = sorted(p.name for p in pred_dir.iterdir()
+                        if p.suffix in (*TABLE_SUFFIXES, ".jsonl"))
+        hint = f"; give the file itself, e.g. --pred {pred_dir / others[0]}" if others else ""
+        raise PredictionsError(f"{pred_dir}: no predictions*.jsonl in this folder (not a "
+                               f"gmai-eval result folder){hint}")
     stamp = pred_dir / FINGERPRINT
     if stamp.exists():
         stored = json.loads(stamp.read_text(encoding="utf-8")).get("tsv_sha256")

@@ -59,6 +59,29 @@ def test_jsonl_replies_and_partial_match(tmp_path: Path,
     assert "4 of 5 prediction rows matched the TSV's 6 questions" in out and "[999]" in out
 
 
+def test_folder_with_a_vlmevalkit_file_points_to_it(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rows = make_rows(3)
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows)
+    (tmp_path / "vk").mkdir()
+    _vlmevalkit_frame(rows, ["A"] * 3).to_csv(tmp_path / "vk/M_toy_VAL.csv", index=False)
+    assert main(["score", "--data", str(data), "--pred", str(tmp_path / "vk")]) == 2
+    err = capsys.readouterr().err
+    assert "not a gmai-eval result folder" in err and "--pred " + str(tmp_path / "vk/M_toy_VAL.csv") in err
+
+
+def test_folder_records_with_only_a_reply_are_extracted(tmp_path: Path) -> None:
+    rows = make_rows(4)
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows)
+    folder = tmp_path / "r/m/toy_VAL"
+    folder.mkdir(parents=True)
+    (folder / "predictions.jsonl").write_text("".join(
+        json.dumps({"index": r["index"], "reply": f"The answer is {r['answer']}."}) + "\n"
+        for r in rows))
+    assert main(["score", "--data", str(data), "--pred", str(folder)]) == 0
+    assert json.loads((folder / "scores.json").read_text())["correct"] == 4
+
+
 def test_own_folder_and_file(tmp_path: Path) -> None:
     rows = make_rows(8)
     data = write_tsv(tmp_path / "toy_VAL.tsv", rows)
