@@ -145,7 +145,10 @@ def read_header(path: str | Path) -> list[str]:
 
 
 def _read_kwargs(keep_na_text: bool) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"sep": "\t", "dtype": {"index": str}}
+    # Every column as text: pandas would otherwise infer types per chunk, and a chunk whose
+    # option D holds only numbers and blanks would print "5.0" where VLMEvalKit, reading the
+    # whole (mixed-text) column at once, prints "5".
+    kwargs: dict[str, Any] = {"sep": "\t", "dtype": str}
     if keep_na_text:
         kwargs.update(keep_default_na=False, na_values=[""])
     return kwargs

@@ -99,3 +99,17 @@ def test_test_split_without_key_gives_predictions_only(tmp_path: Path) -> None:
     d = tmp_path / "r/first/GMAI_TEST"
     assert len((d / "predictions.jsonl").read_text().splitlines()) == 2
     assert not (d / "scores.json").exists()
+
+
+def test_numeric_options_read_as_written(tmp_path: Path) -> None:
+    """A chunk whose options are only numbers (counting questions) keeps them verbatim."""
+    from conftest import make_rows, write_tsv as write
+
+    rows = make_rows(4)
+    for r in rows:
+        r.update(A="2", B="3", C="4", D=None, E=None, answer="A")
+    rows[1]["D"] = "5"
+    path = write(tmp_path / "count_VAL.tsv", rows)
+    items = list(iter_items(path, chunksize=2))
+    assert items[1].options == {"A": "2", "B": "3", "C": "4", "D": "5"}
+    assert "D. 5\n" in vlmevalkit_prompt(items[1])
