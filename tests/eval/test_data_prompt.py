@@ -103,7 +103,8 @@ def test_test_split_without_key_gives_predictions_only(tmp_path: Path) -> None:
 
 def test_numeric_options_read_as_written(tmp_path: Path) -> None:
     """A chunk whose options are only numbers (counting questions) keeps them verbatim."""
-    from conftest import make_rows, write_tsv as write
+    from conftest import make_rows
+    from conftest import write_tsv as write
 
     rows = make_rows(4)
     for r in rows:
