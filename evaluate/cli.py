@@ -41,7 +41,8 @@ log = logging.getLogger("gmai_eval")
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answers", action="append", default=[],
                    help="answer key (CSV/TSV with index,answer[,category]); once, or once per "
-                        "--data; a category column in the key wins over the TSV's")
+                        "--data ('-': none for that split); a category column in the key wins "
+                        "over the TSV's")
     p.add_argument("--keep-na-text", action="store_true",
                    help="keep option texts like 'None'/'NA' (VLMEvalKit reads them as empty)")
     p.add_argument("--scale", choices=sorted(SCALES), default="percent",
@@ -83,13 +84,16 @@ def _load_key(path: str) -> Key:
 
 
 def _keys(paths: list[str], n_data: int) -> list[Key | None]:
+    """One key per --data: none, the same for all, or one each (``-``: none for that one)."""
     if not paths:
         return [None] * n_data
     if len(paths) == 1:
-        return [_load_key(paths[0])] * n_data
+        return [None if paths[0] == "-" else _load_key(paths[0])] * n_data
     if len(paths) != n_data:
-        raise EvalUsageError("give --answers once, or once per --data")
-    return [_load_key(p) for p in paths]
+        raise EvalUsageError("give --answers once, or once per --data ('-' for a split that "
+                             "has its answers, e.g. --data X_VAL.tsv --answers - --data "
+                             "X_TEST.tsv --answers X_TEST_answers.tsv)")
+    return [None if p == "-" else _load_key(p) for p in paths]
 
 
 def _score(data: str, records: dict[Index, dict[str, Any]], out_dir: Path, key: Key | None,

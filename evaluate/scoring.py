@@ -295,11 +295,12 @@ def compare(score_files: list[Path], out: Path | None = None,
         split = res.get("split") or Path(path).parent.name
         col = columns.setdefault(f"{name} [{split}]", {})
 
-        def acc(stats: dict[str, Any]) -> float:
+        def acc(stats: dict[str, Any], file_scale: str = res.get("scale", "percent")) -> float:
             n = stats.get("n", 0)
             if "correct" in stats and n:
                 return factor * stats["correct"] / n
-            return float("nan")
+            # Older scores.json files: no counts, accuracy in the file's own scale.
+            return factor * float(stats.get("accuracy", float("nan"))) / SCALES[file_scale]
 
         col[(OVERALL, OVERALL)] = acc(res)
         lo, hi = wilson_ci(res.get("n", 0), res.get("correct", 0))

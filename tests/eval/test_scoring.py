@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import png_b64, write_tsv
 from gmai_eval.cli import main
@@ -97,3 +98,24 @@ def test_test_split_with_key_and_compare(tmp_path: Path) -> None:
     assert "first [toy_TEST]" in table and "random-seed3 [toy_TEST]" in table
     assert main(["compare", str(out), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp/comparison.csv").exists()
+
+
+def test_val_and_test_with_key_in_one_comparison(tmp_path: Path) -> None:
+    val_rows, test_rows = rows(), rows()
+    val = write_tsv(tmp_path / "toy_VAL.tsv", val_rows, COLS)
+    key = tmp_path / "toy_TEST_answers.tsv"
+    key.write_text("index\tanswer\n" + "".join(f"{r['index']}\t{r['answer']}\n"
+                                              for r in test_rows))
+    test = write_tsv(tmp_path / "toy_TEST.tsv", test_rows, [c for c in COLS if c != "answer"])
+    out = tmp_path / "r"
+    assert main(["--data", str(val), "--answers", "-", "--data", str(test), "--answers",
+                 str(key), "--model", "first", "--model", "random", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "comparison/comparison.csv")
+    assert {"first [toy_VAL]", "first [toy_TEST]", "random [toy_VAL]",
+            "random [toy_TEST]"} <= set(table.columns)
+    overall = table[table["group"] == "overall"].iloc[0]
+    assert overall["first [toy_VAL]"] == pytest.approx(50.0)
+    assert overall["first [toy_TEST]"] == pytest.approx(50.0)
+    overview = pd.read_csv(out / "comparison/overview.csv")
+    assert list(overview["model"]) == ["first", "random"]
+    assert overview.loc[0, "toy_TEST"].startswith("50.00 [18.76, 81.24] n=6")
