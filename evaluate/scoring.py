@@ -196,6 +196,11 @@ def scores_markdown(summary: pd.DataFrame, title: str, scale: str = "percent") -
     return "".join(parts)
 
 
+def bar_label(accuracy: float, n: int, scale: str = "percent") -> str:
+    """The text beside a bar: its value and its n."""
+    return f"{accuracy:.1f}% (n={n})" if scale == "percent" else f"{accuracy:.3f} (n={n})"
+
+
 def plot_group(summary: pd.DataFrame, group: str, path: Path, title: str,
                scale: str = "percent") -> bool:
     """Horizontal bars of one group's accuracies with Wilson whiskers; each bar is labelled
@@ -214,9 +219,9 @@ def plot_group(summary: pd.DataFrame, group: str, path: Path, title: str,
            (part["ci_high"] - part["accuracy"]).clip(lower=0).to_numpy()]
     ax.barh(part["value"], part["accuracy"], xerr=err, color="#4C72B0", capsize=2)
     for y, (acc, n) in enumerate(zip(part["accuracy"], part["n"], strict=True)):
-        label = f"{acc:.1f}% (n={n})" if scale == "percent" else f"{acc:.3f} (n={n})"
-        ax.text(top * 1.01, y, label, va="center", fontsize=8)
+        ax.text(top * 1.01, y, bar_label(acc, n, scale), va="center", fontsize=8)
     ax.set_xlim(0, top * 1.25)
+    ax.set_xticks([top * k / 5 for k in range(6)])
     ax.set_xlabel(f"accuracy ({'%' if scale == 'percent' else 'fraction'}) with 95% Wilson "
                   "interval")
     ax.set_title(title)

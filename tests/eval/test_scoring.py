@@ -10,7 +10,7 @@ import pytest
 from conftest import png_b64, write_tsv
 from gmai_eval.cli import main
 from gmai_eval.runner import best_records, prediction_files
-from gmai_eval.scoring import collect, summarize, wilson_ci
+from gmai_eval.scoring import bar_label, collect, summarize, wilson_ci
 
 COLS = ["index", "question", "A", "B", "C", "answer", "category", "clinical VQA task",
         "department", "perceptual granularity", "modality", "source", "image"]
@@ -119,3 +119,19 @@ def test_val_and_test_with_key_in_one_comparison(tmp_path: Path) -> None:
     overview = pd.read_csv(out / "comparison/overview.csv")
     assert list(overview["model"]) == ["first", "random"]
     assert overview.loc[0, "toy_TEST"].startswith("50.00 [18.76, 81.24] n=6")
+
+
+def test_each_bar_is_labelled_with_value_and_n(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.axes
+
+    texts: list[str] = []
+    real = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: texts.append(s) or real(self, x, y, s,
+                                                                               *a, **k))
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows(), COLS)
+    assert main(["--data", str(data), "--model", "first", "--out", str(tmp_path / "r")]) == 0
+    # granularity: Image Level 2/2, Mask Level 0/2, Box Level 1/2 (see the first test)
+    for label in ("100.0% (n=2)", "0.0% (n=2)", "50.0% (n=2)"):
+        assert label in texts
+    assert bar_label(0.5, 8, "fraction") == "0.500 (n=8)"
