@@ -134,6 +134,13 @@ def _tsv_chunks(path: Path, chunksize: int = 256) -> Iterator[Any]:
     import pandas as pd
 
     try:
+        header = list(pd.read_csv(path, sep="\t", nrows=0).columns)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BuildError(f"export: cannot read {path}: {err}") from err
+    missing = [c for c in ("index", "question", "image") if c not in header]
+    if missing:
+        raise BuildError(f"export: {path} lacks column(s) {missing}; is it a gmai-build TSV?")
+    try:
         yield from pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
                                chunksize=chunksize)
     except (ValueError, UnicodeDecodeError) as err:

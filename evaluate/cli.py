@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (OSError, ValueError) as err:  # unreadable files, bad specs, malformed TSVs
         print(f"gmai-eval: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - one line for the user; GMAI_EVAL_DEBUG=1 shows more
+        if os.environ.get("GMAI_EVAL_DEBUG"):
+            raise
+        print(f"gmai-eval: error: {type(err).__name__}: {err} (set GMAI_EVAL_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gmai-eval: interrupted; finished predictions are kept (re-run to resume)",

@@ -124,8 +124,8 @@ def duplicate_indices(path: str | Path, chunksize: int = 4096) -> set[Index]:
     """Indexes that occur more than once in the TSV (read from the ``index`` column only)."""
     seen: set[Index] = set()
     dups: set[Index] = set()
-    for chunk in pd.read_csv(path, sep="\t", usecols=["index"], dtype={"index": str},
-                             chunksize=chunksize):
+    read_header(path)
+    for chunk in read_chunks(path, usecols=["index"], dtype={"index": str}, chunksize=chunksize):
         for value in chunk["index"]:
             index = normalize_index(value)
             if index in seen:
@@ -139,16 +139,34 @@ def group_value(value: Any) -> str:
     return NONE_GROUP if is_missing(value) else str(value).strip()
 
 
+def read_chunks(path: str | Path, **kwargs: Any) -> Iterator[pd.DataFrame]:
+    """``pandas.read_csv(path, sep="\\t", chunksize=...)`` whose decoding and parsing errors
+    name the file (a ``ValueError``), instead of a bare codec or tokenizer message."""
+    try:
+        yield from pd.read_csv(path, sep="\t", **kwargs)
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: unreadable TSV ({type(err).__name__}: {err}); gmai-eval "
+                         "reads UTF-8, tab-separated files") from err
+
+
 def read_header(path: str | Path) -> list[str]:
-    """The TSV's column names, without reading any rows."""
-    return list(pd.read_csv(path, sep="\t", nrows=0).columns)
+    """The TSV's column names, without reading any rows; checks the ones gmai-eval needs."""
+    try:
+        columns = list(pd.read_csv(path, sep="\t", nrows=0).columns)
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable TSV ({err})") from err
+    missing = [c for c in ("index", "question") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (a GMAI-MMBench TSV has index, "
+                         f"question, A-E, answer, ..., image; found {columns[:12]})")
+    return columns
 
 
 def _read_kwargs(keep_na_text: bool) -> dict[str, Any]:
     # Every column as text: pandas would otherwise infer types per chunk, and a chunk whose
     # option D holds only numbers and blanks would print "5.0" where VLMEvalKit, reading the
     # whole (mixed-text) column at once, prints "5".
-    kwargs: dict[str, Any] = {"sep": "\t", "dtype": str}
+    kwargs: dict[str, Any] = {"dtype": str}
     if keep_na_text:
         kwargs.update(keep_default_na=False, na_values=[""])
     return kwargs
@@ -168,10 +186,11 @@ def iter_items(
     empty image are skipped with a warning (VLMEvalKit drops them silently).
     """
     rank, world = shard
+    read_header(path)  # fails early, with the file's name, on a TSV without index/question
     ordinal = 0
     skipped = 0
     gaps: list[Index] = []  # options read as missing between present ones ('None', 'NA', ...)
-    reader = pd.read_csv(path, chunksize=chunksize, **_read_kwargs(keep_na_text))
+    reader = read_chunks(path, chunksize=chunksize, **_read_kwargs(keep_na_text))
     for chunk in reader:
         columns = list(chunk.columns)
         letters = [c for c in columns if len(c) == 1 and c in string.ascii_uppercase]
@@ -220,7 +239,7 @@ def iter_metadata(
     """Yield chunks of every column except the images (cheap to keep; used for scoring)."""
     cols = [c for c in read_header(path) if c not in IMAGE_COLUMNS]
     kwargs = _read_kwargs(keep_na_text)
-    yield from pd.read_csv(path, usecols=cols, chunksize=chunksize, **kwargs)
+    yield from read_chunks(path, usecols=cols, chunksize=chunksize, **kwargs)
 
 
 def load_answer_key(path: str | Path) -> dict[Index, str]:

@@ -159,3 +159,12 @@ def test_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "Traceback" not in err
     assert not list((tmp_path / "o").glob(".export-*"))  # no staging left behind
 
+
+
+def test_tsv_without_images_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b/X_VAL.tsv").write_text("index\tquestion\tA\n1\tq\tx\n")
+    assert build_main(["export", str(tmp_path / "b"), "--format", "parquet", "--out",
+                       str(tmp_path / "o")]) == 1
+    assert "lacks column(s) ['image']" in capsys.readouterr().err
+    assert list((tmp_path / "o").iterdir()) == []

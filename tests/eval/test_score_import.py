@@ -201,3 +201,16 @@ def test_category_from_the_answer_key(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "r/first/toy_TEST/scores.json").read_text())
     assert set(res["groups"]["category"]) == {"true-0", "true-1"}
     assert res["scale"] == "fraction" and 0 <= res["accuracy"] <= 1
+
+
+def test_tsv_without_needed_columns_is_one_line(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x_VAL.tsv"
+    bad.write_text("id\tquestion_text\n1\tq\n")
+    assert main(["--data", str(bad), "--model", "first", "--out", str(tmp_path / "r")]) == 2
+    (tmp_path / "latin1_VAL.tsv").write_bytes("index\tquestion\n1\tcaf\xe9\n".encode("latin-1"))
+    assert main(["--data", str(tmp_path / "latin1_VAL.tsv"), "--model", "first", "--out",
+                 str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "missing column(s) ['index', 'question']" in err
+    assert "latin1_VAL.tsv" in err and "Traceback" not in err
