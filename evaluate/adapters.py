@@ -66,6 +66,20 @@ def parse_spec(spec: str) -> Spec:
     return Spec(kind=kind, target=target, model=model, options=options)
 
 
+# Spec options that change how fast predictions come, not what they are: a resumed run may
+# change them (batch sizes give the same letters; see the batch-invariance tests).
+NEUTRAL_OPTIONS = frozenset({"batch", "workers", "timeout", "retries", "backoff", "key_env"})
+
+
+def prediction_spec(spec: str) -> str:
+    """``spec`` without its throughput-only options, options sorted: what run.json records."""
+    parsed = parse_spec(spec)
+    target = parsed.target + (f"#{parsed.model}" if parsed.model else "")
+    head = f"{parsed.kind}:{target}" if target else parsed.kind
+    kept = sorted((k, v) for k, v in parsed.options.items() if k not in NEUTRAL_OPTIONS)
+    return head + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
+
+
 def safe_name(text: str) -> str:
     """A file-system-safe model name."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "model"

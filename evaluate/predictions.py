@@ -4,7 +4,8 @@ Accepted ``--pred``:
 
 - a ``gmai-eval`` result folder (``predictions*.jsonl``, and ``run.json`` whose TSV fingerprint
   must match the TSV being scored);
-- a VLMEvalKit result file (``.xlsx``, ``.csv`` or ``.tsv``) with ``index`` and ``prediction``
+- a VLMEvalKit result file (``.xlsx``, ``.csv``, ``.tsv`` or ``.json``) with ``index`` and
+  ``prediction``
   (the model's raw reply, as VLMEvalKit stores it);
 - a JSONL file whose records have ``index`` and ``reply`` (free text) or ``prediction``.
 
@@ -80,6 +81,18 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _read_json(path: Path) -> pd.DataFrame:
+    """VLMEvalKit's ``PRED_FORMAT=json`` result: a JSON list of records."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except ValueError as err:
+        raise PredictionsError(f"{path}: not JSON ({err})") from err
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PredictionsError(f"{path}: expected a JSON list of records (VLMEvalKit's "
+                               "PRED_FORMAT=json)")
+    return pd.DataFrame(records)
+
+
 def _norm_text(value: Any) -> str:
     return "" if is_missing(value) else " ".join(str(value).split())
 
@@ -117,9 +130,11 @@ def load_predictions(
         frame = _read_jsonl(pred)
     elif pred.suffix in TABLE_SUFFIXES:
         frame = _read_table(pred)
+    elif pred.suffix == ".json":
+        frame = _read_json(pred)
     else:
         raise PredictionsError(f"{pred}: unknown predictions format (give a gmai-eval result "
-                               "folder, .jsonl, or a VLMEvalKit .xlsx/.csv/.tsv)")
+                               "folder, .jsonl, or a VLMEvalKit .xlsx/.csv/.tsv/.json)")
     if frame is not None:
         records = _from_frame(pred, frame, meta, lenient, judge)
     unmatched = [i for i in records if i not in meta]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .adapters import Model, Output
+from .adapters import Model, Output, prediction_spec
 from .data import Index, Item, duplicate_indices, iter_items
 from .extract import extract
 from .prompt import PromptBuilder
@@ -231,7 +231,7 @@ def predict(
     pred_dir.mkdir(parents=True, exist_ok=True)
     check_fingerprint(pred_dir, {
         "tsv_sha256": file_sha256(data),
-        "model": spec or model.name,
+        "model": prediction_spec(spec) if spec else model.name,
         "prompt": prompt.fingerprint(),
         "lenient": lenient,
         "judge": judge_spec,

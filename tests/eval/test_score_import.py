@@ -25,7 +25,7 @@ def _replies(rows: list[dict]) -> list[str]:
             else "I cannot tell from this picture" for i, r in enumerate(rows)]
 
 
-@pytest.mark.parametrize("suffix", [".xlsx", ".csv", ".tsv"])
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv", ".tsv", ".json"])
 def test_vlmevalkit_result_file(tmp_path: Path, suffix: str,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     rows = make_rows(12)
@@ -34,6 +34,8 @@ def test_vlmevalkit_result_file(tmp_path: Path, suffix: str,
     pred = tmp_path / f"Qwen2-VL_toy_VAL{suffix}"
     if suffix == ".xlsx":
         frame.to_excel(pred, index=False)
+    elif suffix == ".json":  # VLMEvalKit's dump_json: DataFrame.to_dict("records")
+        pred.write_text(json.dumps(frame.to_dict("records"), ensure_ascii=False, indent=4))
     else:
         frame.to_csv(pred, sep="\t" if suffix == ".tsv" else ",", index=False)
     assert main(["score", "--data", str(data), "--pred", str(pred)]) == 0
@@ -144,9 +146,15 @@ def test_resume_refuses_another_tsv_or_spec(tmp_path: Path,
     data2 = write_tsv(tmp_path / "x/toy_VAL.tsv", make_rows(6))
     out2 = str(tmp_path / "r2")
     assert main(["--data", str(data2), "--model", "random?seed=1&name=m", "--out", out2]) == 0
+    # Throughput-only options (batch, workers, timeout, ...) may change on resume.
+    assert main(["--data", str(data2), "--model", "random?name=m&batch=3&seed=1", "--out",
+                 out2]) == 0
     assert main(["--data", str(data2), "--model", "random?seed=2&name=m", "--out", out2]) == 2
     assert "different model" in capsys.readouterr().err
     assert main(["--data", str(data2), "--model", "random?seed=1&name=m", "--out", out2]) == 0
+    # Throughput-only options (batch, workers, timeout, ...) may change on resume.
+    assert main(["--data", str(data2), "--model", "random?name=m&batch=3&seed=1", "--out",
+                 out2]) == 0
 
 
 def test_invalid_rows_are_reported_and_skipped(tmp_path: Path) -> None:
