@@ -116,7 +116,7 @@ def collect(data: str | Path, records: dict[Index, dict[str, Any]],
             }
             if pred is not None and pred.get("invalid"):
                 row["problem"] = pred["invalid"]
-            for g in {*groups, *(key_groups or {}).get(index, {}), "source"}:
+            for g in dict.fromkeys([*groups, *(key_groups or {}).get(index, {}), "source"]):
                 if g in rec:
                     row[g] = group_value(rec.get(g))
             rows.append(row)
