@@ -7,7 +7,8 @@ Accepted ``--pred``:
 - a VLMEvalKit result file (``.xlsx``, ``.csv``, ``.tsv`` or ``.json``) with ``index`` and
   ``prediction``
   (the model's raw reply, as VLMEvalKit stores it);
-- a JSONL file whose records have ``index`` and ``reply`` (free text) or ``prediction``.
+- a JSONL file whose records have ``index`` and ``reply`` (free text) or ``prediction``, or
+  lmms-eval's ``--log_samples`` records (``doc.index`` and ``filtered_resps``).
 
 Records of our own format (they carry ``method``) keep their letter. Everything else is a reply
 and goes through the same extraction as a live run (VLMEvalKit's exact matching; ``--lenient``
@@ -77,8 +78,21 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 raise PredictionsError(f"{path}:{n}: not a JSON record ({err})") from err
             if not isinstance(rec, dict):
                 raise PredictionsError(f"{path}:{n}: expected a JSON object")
-            rows.append(rec)
+            rows.append(_lmms_eval_sample(rec))
     return pd.DataFrame(rows)
+
+
+def _lmms_eval_sample(rec: dict[str, Any]) -> dict[str, Any]:
+    """An lmms-eval ``--log_samples`` record (``doc``, ``filtered_resps``) as index + reply;
+    other records unchanged."""
+    doc = rec.get("doc")
+    if "index" in rec or not isinstance(doc, dict) or "index" not in doc:
+        return rec
+    reply: Any = rec.get("filtered_resps", rec.get("resps"))
+    while isinstance(reply, list) and reply:
+        reply = reply[0]
+    return {"index": doc["index"], "reply": "" if reply is None or reply == [] else str(reply),
+            **{k: doc[k] for k in ("question", *"ABCDE") if k in doc}}
 
 
 def _read_json(path: Path) -> pd.DataFrame:

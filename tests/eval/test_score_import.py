@@ -222,3 +222,19 @@ def test_tsv_without_needed_columns_is_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert "missing column(s) ['index', 'question']" in err
     assert "latin1_VAL.tsv" in err and "Traceback" not in err
+
+
+def test_lmms_eval_sample_log(tmp_path: Path) -> None:
+    """lmms-eval's --log_samples JSONL (the exported task's docs carry `index`)."""
+    rows = make_rows(4)
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows)
+    pred = tmp_path / "samples_gmai_toy_val.jsonl"
+    recs = [{"doc_id": n, "doc": {k: v for k, v in r.items() if k != "image"},
+             "target": r["answer"], "resps": [[f"{r['answer']}."]],
+             "filtered_resps": [f"{r['answer']}." if n % 2 else "no idea"], "accuracy": 1.0}
+            for n, r in enumerate(rows)]
+    pred.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["score", "--data", str(data), "--pred", str(pred), "--out",
+                 str(tmp_path / "s")]) == 0
+    res = json.loads((tmp_path / "s/scores.json").read_text())
+    assert (res["n"], res["correct"]) == (4, 2)
