@@ -394,6 +394,11 @@ def main(argv: list[str]) -> int:
     written = export(args.build, args.format, args.out)
     for path in written:
         print(path)
+    name = Build.find(args.build).name
+    if args.format == "vlmevalkit" and safe_custom_name(name) != name:
+        print(f"gmai-build: note: '{name}' contains a name VLMEvalKit treats as circular "
+              f"evaluation (MMBench/CCBench/circular/MMCR); TEST is exported as "
+              f"'{safe_custom_name(name + '_TEST')}' (see COMMANDS.md)")
     guide = {"lmms-eval": "lmms_eval/*/README.md", "vlmevalkit": "COMMANDS.md"}.get(args.format)
     if guide:
         print(f"gmai-build: how to run it: {args.out}/{guide}")

@@ -168,3 +168,18 @@ def test_tsv_without_images_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
                        str(tmp_path / "o")]) == 1
     assert "lacks column(s) ['image']" in capsys.readouterr().err
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_mmbench_named_build_is_renamed_for_vlmevalkit(build: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    for split in ("VAL", "TEST"):
+        (trap / f"My-MMBench_{split}.tsv").write_bytes(
+            (build / f"GMAI-example_{split}.tsv").read_bytes())
+    assert build_main(["export", str(trap), "--format", "vlmevalkit", "--out",
+                       str(tmp_path / "vk")]) == 0
+    assert sorted(p.name for p in (tmp_path / "vk/LMUData").iterdir()) == [
+        "GMAI-MMBench_VAL.tsv", "My-MMB_TEST.tsv"]
+    assert "exported as 'My-MMB_TEST'" in capsys.readouterr().out
+    assert "--data My-MMB_TEST --model MODEL --mode infer" in (tmp_path / "vk/COMMANDS.md").read_text()
