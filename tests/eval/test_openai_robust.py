@@ -3,69 +3,28 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LoopbackServer, chat_answer, make_rows, send_json, write_tsv
 from gmai_eval.cli import main
 from gmai_eval.data import iter_items
 from gmai_eval.openai_adapter import LogprobsUnsupported, OpenAIModel
 
 Behaviour = Callable[[BaseHTTPRequestHandler, dict[str, Any]], None]
-
-
-def send(handler: BaseHTTPRequestHandler, body: bytes, length: int | None = None) -> None:
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body) if length is None else length))
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
-def chat(content: Any) -> bytes:
-    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-
-
-class Server:
-    """A loopback chat/completions server whose answer is produced by ``behaviour``."""
-
-    def __init__(self, behaviour: Behaviour) -> None:
-        self.requests: list[dict[str, Any]] = []
-
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                try:
-                    behaviour(self, body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+send, chat = send_json, chat_answer
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Behaviour], Server]]:
-    servers: list[Server] = []
+def serve() -> Iterator[Callable[[Behaviour], LoopbackServer]]:
+    servers: list[LoopbackServer] = []
 
-    def start(behaviour: Behaviour) -> Server:
-        servers.append(Server(behaviour))
+    def start(behaviour: Behaviour) -> LoopbackServer:
+        servers.append(LoopbackServer(lambda h, body, n: behaviour(h, body)))
         return servers[-1]
 
     yield start
@@ -149,10 +108,10 @@ def test_loglik_picks_the_best_option_letter(serve, tsv_factory, tmp_path: Path)
     # "Z" and " The" rank above every option letter; " C" beats "C"; E is not an option.
     top = {"Z": -0.1, " The": -0.5, "A": -3.0, " C": -1.2, "C": -2.0, "E": -0.3, "B": -4.0}
     server = serve(lambda h, b: send(h, logprobs_answer(top)))
-    rows = __import__("conftest").make_rows(3)
+    rows = make_rows(3)
     for r in rows:
         r.update(A="liver", B="kidney", C="spleen", D="pancreas", E=None, answer="C")
-    data = __import__("conftest").write_tsv(tmp_path / "toy_VAL.tsv", rows)
+    data = write_tsv(tmp_path / "toy_VAL.tsv", rows)
     spec = f"openai:{server.url}#m?mode=loglik&workers=2"
     assert main(["--data", str(data), "--model", spec, "--out", str(tmp_path / "r")]) == 0
     req = server.requests[0]
