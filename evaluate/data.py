@@ -183,7 +183,8 @@ def iter_items(
 
     ``answers`` (from a held-apart key) overrides/provides the answer column. ``shard=(rank,
     world)`` keeps only rows whose ordinal satisfies ``ordinal % world == rank``. Rows with an
-    empty image are skipped with a warning (VLMEvalKit drops them silently).
+    empty image are yielded too, and ``Item.problem`` reports them (VLMEvalKit drops them
+    silently).
     """
     rank, world = shard
     read_header(path)  # fails early, with the file's name, on a TSV without index/question
