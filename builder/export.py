@@ -120,6 +120,15 @@ def hf_features(index_dtype: str) -> dict[str, Any]:
     return features
 
 
+def _require_pyarrow() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise BuildError("export: writing Parquet needs pyarrow, which the 'export' extra "
+                         "installs: pip install 'gmai-build[export]' (--format vlmevalkit "
+                         "needs nothing)")
+
+
 def _arrow_schema(index_dtype: str) -> Any:
     import pyarrow as pa
 
@@ -158,6 +167,7 @@ def _index_dtype(build: Build) -> str:
 
 def write_parquet(build: Build, out: Path) -> list[Path]:
     """One Parquet file per split, streamed in row groups of 256 questions."""
+    _require_pyarrow()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
