@@ -183,3 +183,15 @@ def test_mmbench_named_build_is_renamed_for_vlmevalkit(build: Path, tmp_path: Pa
         "GMAI-MMBench_VAL.tsv", "My-MMB_TEST.tsv"]
     assert "exported as 'My-MMB_TEST'" in capsys.readouterr().out
     assert "--data My-MMB_TEST --model MODEL --mode infer" in (tmp_path / "vk/COMMANDS.md").read_text()
+
+
+def test_parquet_without_pyarrow_names_the_extra(build: Path, tmp_path: Path, monkeypatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    assert build_main(["export", str(build), "--format", "parquet", "--out",
+                       str(tmp_path / "o")]) == 1
+    assert "pip install 'gmai-build[export]'" in capsys.readouterr().err
