@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
     p.add_argument("--workers", type=int, help="worker processes (default: build.workers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--show-paths", action="store_true",
+                   help="name input files by their real paths in messages on this terminal "
+                   "(outputs always use tokens)")
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
 
@@ -37,9 +40,10 @@ def _validate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="gmai-build validate",
                                 description="Check sources.yaml, label maps and question pools.")
     p.add_argument("--sources", required=True, type=Path)
+    p.add_argument("--show-paths", action="store_true", help="real paths in messages")
     args = p.parse_args(argv)
     config = load_config(args.sources)
-    _, contexts, _ = prepare(config)
+    _, contexts, _ = prepare(config, show_paths=args.show_paths)
     for ctx in contexts.values():
         items = discover(ctx)
         check_known_labels(ctx, items)
@@ -76,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             print("gmai-build: error: give --out or set build.out in the sources file",
                   file=sys.stderr)
             return 2
-        build(config, out, workers=args.workers, progress=not args.no_progress)
+        build(config, out, workers=args.workers, progress=not args.no_progress,
+              show_paths=args.show_paths)
         print(f"gmai-build: wrote {out}", file=sys.stderr)
         return 0
     except BuildError as exc:
         print(f"gmai-build: error: {exc}", file=sys.stderr)
+        if exc.redacted:
+            print("gmai-build: (input files are named by their tokens; add --show-paths to see "
+                  "their paths)", file=sys.stderr)
         return 1
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import BuildError
 from ..image2d import IMAGE_SUFFIXES
 from ..samples import Box, Sample
 from .base import Converter, Item, register
@@ -97,7 +98,7 @@ class Voc(_BoxConverter):
 
     def discover(self) -> Iterator[Item]:
         opts: VocOptions = self.options  # type: ignore[assignment]
-        ann_dir = self.root / opts.annotations
+        ann_dir = self.path(opts.annotations)
         if not ann_dir.is_dir():
             raise self.error(f"annotation folder '{opts.annotations}' not found (options.annotations)",
                              ann_dir)
@@ -105,7 +106,12 @@ class Voc(_BoxConverter):
         if not xmls:
             raise self.error("no *.xml annotation files found", ann_dir)
         for xml_path in xmls:
-            image_rel, size, boxes = self._parse(xml_path)
+            try:
+                self.path(xml_path)
+                image_rel, size, boxes = self._parse(xml_path)
+            except BuildError as exc:
+                self.bad_item(exc.reason, exc.file)
+                continue
             xml_rel = self.relative(xml_path)
             yield Item(key=image_rel, paths=(image_rel, xml_rel), group=Path(image_rel).stem,
                        data={"size": size, "boxes": boxes})
@@ -199,15 +205,13 @@ class Coco(_BoxConverter):
     Options = CocoOptions
 
     def _json_path(self) -> Path:
-        p = Path(self.options.annotations)  # type: ignore[attr-defined]
-        return p if p.is_absolute() else self.root / p
+        return self.path(self.options.annotations)  # type: ignore[attr-defined]
 
     def _images_dir(self) -> Path:
         opts: CocoOptions = self.options  # type: ignore[assignment]
         if opts.images is None:
             return self._json_path().parent
-        p = Path(opts.images)
-        return p if p.is_absolute() else self.root / p
+        return self.path(opts.images)
 
     def discover(self) -> Iterator[Item]:
         opts: CocoOptions = self.options  # type: ignore[assignment]
@@ -259,7 +263,9 @@ class Coco(_BoxConverter):
                 raise self.error(f"image id {image_id!r} has no file_name", jpath)
             path = img_dir / name
             if not path.is_file():
-                raise self.error(f"image id {image_id!r}: file '{name}' does not exist in {img_dir}", jpath)
+                self.bad_item(f"image id {image_id!r}: file '{name}' does not exist in {img_dir}",
+                              jpath)
+                continue
             rel = self.relative(path)
             size = (int(im["width"]), int(im["height"])) if im.get("width") and im.get("height") else None
             yield Item(key=rel, paths=(rel, json_rel), group=path.stem,
@@ -305,8 +311,7 @@ class Yolo(_BoxConverter):
         if opts.names is not None:
             return [str(n) for n in opts.names]
         if opts.names_file is not None:
-            path = Path(opts.names_file)
-            path = path if path.is_absolute() else self.root / path
+            path = self.path(opts.names_file)
             if not path.is_file():
                 raise self.error("class names file not found (options.names_file)", path)
         else:
@@ -314,7 +319,7 @@ class Yolo(_BoxConverter):
             if not found:
                 raise self.error("class names unknown: set options.names or options.names_file "
                                  f"(looked for {', '.join(NAMES_FILES)} in the root)", self.root)
-            path = found[0]
+            path = self.path(found[0])
         return self._read_names(path)
 
     def _read_names(self, path: Path) -> list[str]:
@@ -349,7 +354,11 @@ class Yolo(_BoxConverter):
                 continue
             sub = path.relative_to(img_dir).with_suffix(".txt")
             label = lbl_dir / sub
-            boxes = self._parse(label, names) if label.is_file() else []
+            try:
+                boxes = self._parse(self.path(label), names) if label.is_file() else []
+            except BuildError as exc:
+                self.bad_item(exc.reason, exc.file)
+                continue
             if not boxes and not opts.keep_empty:
                 continue  # YOLO: no label file (or an empty one) = background image
             rel = self.relative(path)

@@ -44,7 +44,7 @@ class MedMnist(Converter):
     def _file(self) -> Path:
         opts: MedMnistOptions = self.options  # type: ignore[assignment]
         if opts.file:
-            return self.root / opts.file
+            return self.path(opts.file)
         if self.root.is_file():
             return self.root
         found = sorted(self.root.glob("*.npz"))

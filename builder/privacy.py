@@ -1,0 +1,201 @@
+"""Nothing that identifies a patient leaves the build: salted tokens for groups, ids, files, UIDs.
+
+Every identifier a source yields (the patient/group key, the sample id, the files read, DICOM
+UIDs) becomes a keyed hash (HMAC-SHA256 with the build's *salt*) before it reaches a case, a
+manifest record, a summary or a message. The same salt gives the same tokens, so incremental
+builds keep their question identities; without the salt a token cannot be reversed by trying
+likely values (patient numbers, dates), which a plain hash would allow.
+
+Where the salt comes from (:func:`resolve_salt`):
+
+* ``build.salt`` in sources.yaml (``${VAR}`` allowed, so it need not be written in the file): use
+  it to get the same tokens on every machine (reproducible builds shared by a team);
+* otherwise a random per-user key, created once in ``$GMAI_BUILD_KEY_FILE`` or
+  ``$XDG_CONFIG_HOME/gmai-build/key`` (default ``~/.config/gmai-build/key``, mode 0600). It is
+  stored nowhere in the outputs (an output folder is what gets shared; a key inside it would let
+  anyone who receives it test guesses), and it stays the same across this user's builds, so
+  incremental builds stay stable. ``build.json`` records only a check value derived from the
+  salt, so that building into a folder made with another salt is refused instead of silently
+  renumbering every question.
+
+Messages name files by the same token (``f-3fa9c2d1e0b4a7c1.dcm``) as the manifest and the
+summary; ``gmai-build --show-paths`` prints real paths on the terminal for local debugging
+(never into output files). :meth:`Privacy.scrub` removes paths, path components and DICOM UIDs
+that a library message may carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import BuildError, ConfigError
+
+KEY_FILE_ENV = "GMAI_BUILD_KEY_FILE"
+TOKEN_CHARS = 16  # 64 bits: collisions are negligible at benchmark scale
+# A DICOM UID (at least four numeric components); the standard's own (1.2.840.10008.*) are kept.
+_UID = re.compile(r"(?<![\w.])(?!1\.2\.840\.10008\.)[0-2](?:\.\d+){3,}(?![\w.])")
+_SAFE_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,6}){1,2}$")
+# Characters that end a path inside a message.
+_PATH_END = r"[^\s'\"`,;()\[\]{}<>]*"
+
+
+def default_key_file() -> Path:
+    env = os.environ.get(KEY_FILE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "gmai-build" / "key"
+
+
+def _user_key(path: Path) -> bytes:
+    """The per-user key, created (random, 0600) on first use."""
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another build created it meanwhile
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32) + "\n")
+        key = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot use the per-user salt key {path} ({exc.__class__.__name__}); set build.salt "
+            f"in sources.yaml or {KEY_FILE_ENV} to a writable file") from None
+    if len(key) < 32:
+        raise ConfigError(f"the salt key file {path} is damaged (expected 64 hex characters); "
+                          "delete it to make a new one (tokens of earlier builds will change)")
+    return key.encode()
+
+
+def resolve_salt(configured: str | None) -> tuple[bytes, str]:
+    """(salt bytes, where it came from: "build.salt" or "per-user key")."""
+    if configured:
+        return configured.encode(), "build.salt"
+    return _user_key(default_key_file()), "per-user key"
+
+
+def _suffix(name: str) -> str:
+    """A file suffix that tells the format and nothing else (``.dcm``, ``.nii.gz``)."""
+    lower = name.lower()
+    for double in (".nii.gz", ".tar.gz"):
+        if lower.endswith(double):
+            return name[-len(double):]
+    suffix = Path(name).suffix
+    return suffix if _SAFE_SUFFIX.match(suffix) else ""
+
+
+class Privacy:
+    """Keyed tokens for one build; ``show_paths`` only affects terminal messages."""
+
+    def __init__(self, salt: bytes, show_paths: bool = False):
+        self._salt = salt
+        self.show_paths = show_paths
+
+    def token(self, kind: str, *parts: object) -> str:
+        msg = "\x1f".join([kind, *(str(p) for p in parts)]).encode()
+        return hmac.new(self._salt, msg, hashlib.sha256).hexdigest()[:TOKEN_CHARS]
+
+    @property
+    def check_value(self) -> str:
+        """Recorded in build.json: tells whether a later build uses the same salt."""
+        return self.token("salt-check")
+
+    def group(self, source: str, raw: str) -> str:
+        return "g-" + self.token("group", source, raw)
+
+    def sample_id(self, source: str, raw: str) -> str:
+        return "s-" + self.token("sample", source, raw)
+
+    def file(self, source: str, relative: str, hashed: bool = True) -> str:
+        """A file relative to its source root as recorded in outputs: a token, or as it is."""
+        if not hashed:
+            return relative
+        return "f-" + self.token("file", source, relative) + _suffix(Path(relative).name)
+
+    def uid(self, source: str, uid: str) -> str:
+        return "uid-" + self.token("uid", source, uid)
+
+    # Messages -----------------------------------------------------------------------------
+    def display(self, source: str, root: Path, path: str | Path, hashed: bool = True) -> str:
+        """How a message names a file of a source: its token unless ``show_paths``."""
+        if self.show_paths:
+            return str(path)
+        rel = relative_to_root(Path(path), root)
+        if rel is None:  # outside the root (allow_outside_root): still never printed
+            return self.file(source, Path(path).as_posix())
+        return self.file(source, rel, hashed) if rel else "(source root)"
+
+    def scrub(self, text: str, source: str | None, roots: Iterable[Path],
+              names: Iterable[str] = (), hashed: bool = True) -> str:
+        """``text`` with paths under ``roots``, the path components ``names`` and UIDs replaced."""
+        if self.show_paths:
+            return text
+        src = source or ""
+        for root in sorted({str(r) for r in roots if str(r) not in ("", ".", "/")}, key=len,
+                           reverse=True):
+            pattern = re.compile(re.escape(root) + r"(?:/" + _PATH_END + ")?")
+            text = pattern.sub(
+                lambda m, root=root: self.display(src, Path(root), m.group(0), hashed), text)
+        for name in sorted({n for n in names if len(n) >= 3}, key=len, reverse=True):
+            text = re.sub(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])",
+                          self.file(src, name, hashed), text)
+        return _UID.sub(lambda m: self.uid(src, m.group(0)), text)
+
+
+def relative_to_root(path: Path, root: Path) -> str | None:
+    """``path`` relative to ``root`` (posix), "" for the root itself, None when outside it."""
+    for base in (root, root.resolve()):
+        try:
+            rel = path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+        return "" if rel == "." else rel
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
+
+
+def names_under(root: Path, limit: int = 200_000) -> set[str]:
+    """Every file and folder name under ``root`` (bounded): what a message must not show.
+
+    Only used when a message is about to be shown, so normal builds never walk the tree twice.
+    """
+    names: set[str] = set()
+    try:
+        for n, (_dirpath, dirnames, filenames) in enumerate(os.walk(root)):
+            names.update(dirnames)
+            names.update(filenames)
+            names.update(Path(f).stem for f in filenames)
+            if n > limit or len(names) > limit:
+                break
+    except OSError:
+        pass
+    return names
+
+
+def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = True,
+                 known: Iterable[str] = ()) -> BuildError:
+    """The same error with the file named by its token and the reason scrubbed."""
+    if privacy.show_paths or exc.redacted:
+        return exc
+    names = set(names_under(root)) if root.is_dir() else set()
+    for rel in known:
+        names.update(Path(rel).parts)
+    source = exc.source or ""
+    reason = privacy.scrub(exc.reason, source, [root, root.resolve()], names, hashed)
+    file = None
+    if exc.file is not None:
+        file = privacy.display(source, root, exc.file, hashed)
+    new = BuildError(reason, source=exc.source, file=file)
+    new.redacted = True
+    return new
