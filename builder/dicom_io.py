@@ -98,15 +98,24 @@ def read_header(path: str | Path, *, pixels: bool = False) -> Dataset:
     """Read one DICOM file (header only unless ``pixels``); DicomError naming the file if not DICOM.
 
     Files without the 128-byte preamble (older exports) are retried with ``force=True`` and
-    accepted only if they carry a SOP Class UID, so random bytes are not mistaken for DICOM.
+    accepted only if they carry a SOP Class UID, so random bytes are not mistaken for DICOM; a
+    file with the preamble must carry its SOP Class and Instance UIDs too (a garbage body is an
+    error naming the file, not a silently dropped slice).
     """
     path = Path(path)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError:
         pass
     except Exception as exc:  # truncated file, bad element, permission...
         raise DicomError(f"unreadable DICOM: {type(exc).__name__}: {exc}", path) from None
+    else:
+        # pydicom reads a damaged body leniently into a few junk elements: without the SOP
+        # identity it is no object at all, and must not pass for "not an image".
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            raise DicomError("unreadable DICOM: DICM marker present but no SOP Class/Instance "
+                             "UID could be read (damaged or truncated file)", path)
+        return ds
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
     except Exception as exc:

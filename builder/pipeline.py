@@ -78,6 +78,10 @@ class SourceContext:
             return self.privacy.file(self.config.name, Path(file).as_posix())
         return self.privacy.file(self.config.name, rel, self.config.identifying_paths)
 
+    def message_name(self, file: str | Path) -> str:
+        """How a terminal message names a file: its token, or its path with --show-paths."""
+        return str(file) if self.privacy.show_paths else self.file_token(file)
+
     def protect(self, sample: Sample, raw_group: str) -> None:
         """Replace the sample's group, id and files by salted tokens (in place)."""
         name = self.config.name
@@ -169,7 +173,7 @@ def check_known_labels(ctx: SourceContext, items: list[Item]) -> None:
             except BuildError:
                 unknown.setdefault(str(raw), item.paths[0] if item.paths else item.key)
     if unknown:
-        listing = ", ".join(f"{raw!r} (e.g. {ctx.file_token(file)})"
+        listing = ", ".join(f"{raw!r} (e.g. {ctx.message_name(file)})"
                             for raw, file in sorted(unknown.items()))
         raise BuildError(
             f"{len(unknown)} raw label(s) not in label map {ctx.label_map.path}: {listing}; "

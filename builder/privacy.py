@@ -175,7 +175,6 @@ def names_under(root: Path, limit: int = 200_000) -> set[str]:
         for n, (_dirpath, dirnames, filenames) in enumerate(os.walk(root)):
             names.update(dirnames)
             names.update(filenames)
-            names.update(Path(f).stem for f in filenames)
             if n > limit or len(names) > limit:
                 break
     except OSError:

@@ -13,7 +13,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from dicom_factory import planned_series, rtstruct, square
