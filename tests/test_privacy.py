@@ -81,7 +81,9 @@ class Hospital:
         vol.mkdir()
         for name in ("brain1_image.nrrd", "brain1_label.nrrd"):
             shutil.copy(realdata("nrrd_brain", name), vol / name.replace("brain1", "MRKVOL"))
-        (tmp / "series_map.yaml").write_text("department: Gastroenterology and Hepatology\nlabels:\n  Liver: liver\n  Kidney: kidney\n")
+        (tmp / "series_map.yaml").write_text(
+            "department: Gastroenterology and Hepatology\nlabels:\n  Liver: liver\n"
+            "  Kidney: kidney\n")
         self.config = write_yaml(tmp / "sources.yaml", {
             "build": {"name": "PRIV", "workers": 2, "per_label_cap": 100},
             "sources": [
