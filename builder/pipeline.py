@@ -92,7 +92,7 @@ class SourceContext:
     def redact(self, exc: BuildError, item: Item | None = None) -> BuildError:
         known = item.paths if item is not None else ()
         return redact_error(exc, self.privacy, self.config.root,
-                            self.config.identifying_paths, known)
+                            self.config.identifying_paths, known, self.config.name)
 
     def entry(self, note: Note, item: Item | None = None) -> Entry:
         reason = self.redact(BuildError(note.reason, source=self.config.name), item).reason

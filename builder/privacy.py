@@ -183,18 +183,25 @@ def names_under(root: Path, limit: int = 200_000) -> set[str]:
 
 
 def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = True,
-                 known: Iterable[str] = ()) -> BuildError:
-    """The same error with the file named by its token and the reason scrubbed."""
-    if privacy.show_paths or exc.redacted:
+                 known: Iterable[str] = (), default_source: str | None = None) -> BuildError:
+    """The same error with the file named by its token and the reason scrubbed.
+
+    ``default_source`` names the source when the error (raised by a reader) does not.
+    """
+    if exc.redacted:
         return exc
+    if privacy.show_paths:
+        if exc.source or not default_source:
+            return exc
+        return BuildError(exc.reason, source=default_source, file=exc.file)
     names = set(names_under(root)) if root.is_dir() else set()
     for rel in known:
         names.update(Path(rel).parts)
-    source = exc.source or ""
+    source = exc.source or default_source or ""
     reason = privacy.scrub(exc.reason, source, [root, root.resolve()], names, hashed)
     file = None
     if exc.file is not None:
         file = privacy.display(source, root, exc.file, hashed)
-    new = BuildError(reason, source=exc.source, file=file)
+    new = BuildError(reason, source=source or None, file=file)
     new.redacted = True
     return new
