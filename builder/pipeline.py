@@ -31,8 +31,17 @@ from .errors import BuildError
 from .privacy import Privacy, redact_error, relative_to_root, resolve_salt
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .report import SKIPPED, Entry, summary_section
-from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case, Sample, Slice2D
-from .sanity import check_nonfinite, is_constant, why_no_case
+from .samples import (
+    BOX_LEVEL,
+    CONTOUR_LEVEL,
+    DET_2D,
+    IMAGE_LEVEL,
+    MASK_LEVEL,
+    Case,
+    Sample,
+    Slice2D,
+)
+from .sanity import asked_boxes, check_nonfinite, is_constant, unasked_targets, why_no_case
 from .slicing import to_slices
 from .split import VAL, group_key, split_of
 from .taxonomy import LabelMap, Vocabulary, load_vocabulary
@@ -250,7 +259,18 @@ def _cases_of_sample(ctx: SourceContext, sample: Sample, first: str | None) -> l
             kept.append(s)
     cases: list[Case] = []
     for s in kept:
-        cases.extend(ctx.maker.cases(s))
+        made = list(ctx.maker.cases(s))
+        cases.extend(made)
+        unasked = len(asked_boxes(s, ctx.label_map)) - sum(
+            c.original_task == DET_2D and c.granularity == BOX_LEVEL for c in made)
+        if unasked > 0:
+            conv.note(f"{unasked} box(es) not asked: ambiguous (overlapping a box of another "
+                      "label) or empty", first, unasked, kind=SKIPPED)
+    if slices == kept:
+        for raw in unasked_targets(sample, kept, ctx.label_map):
+            conv.note(f"target '{raw}' is smaller than slicing.min_area "
+                      f"({src.slicing.min_area} pixels) on every slice: not asked", first,
+                      kind=SKIPPED)
     if not cases and slices == kept:
         why = why_no_case(sample, slices, src, ctx.label_map)
         if why:

@@ -26,6 +26,7 @@ that a library message may carry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -41,6 +42,8 @@ TOKEN_CHARS = 16  # 64 bits: collisions are negligible at benchmark scale
 # A DICOM UID (at least four numeric components); the standard's own (1.2.840.10008.*) are kept.
 _UID = re.compile(r"(?<![\w.])(?!1\.2\.840\.10008\.)[0-2](?:\.\d+){3,}(?![\w.])")
 _SAFE_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,6}){1,2}$")
+# A path component inside a message: name characters between separators.
+_WORD = re.compile(r"[\w.-]+")
 # Characters that end a path inside a message.
 _PATH_END = r"[^\s'\"`,;()\[\]{}<>]*"
 
@@ -140,14 +143,29 @@ class Privacy:
         if self.show_paths:
             return text
         src = source or ""
+        names = names if isinstance(names, (set, frozenset)) else set(names)
+        # Names with characters a path word does not have (spaces, ...) are few: replaced first,
+        # one by one, so that neither the path pattern nor the word lookup cuts them apart.
+        for name in sorted((n for n in names if len(n) >= 3 and not _WORD.fullmatch(n)),
+                           key=len, reverse=True):
+            if name in text:
+                text = text.replace(name, self.file(src, name, hashed))
         for root in sorted({str(r) for r in roots if str(r) not in ("", ".", "/")}, key=len,
                            reverse=True):
             pattern = re.compile(re.escape(root) + r"(?:/" + _PATH_END + ")?")
             text = pattern.sub(
                 lambda m, root=root: self.display(src, Path(root), m.group(0), hashed), text)
-        for name in sorted({n for n in names if len(n) >= 3}, key=len, reverse=True):
-            text = re.sub(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])",
-                          self.file(src, name, hashed), text)
+        if names:
+            # Other names: every word of name characters is looked up (fast for large trees).
+            def word(m: re.Match[str]) -> str:
+                w = m.group(0)
+                core = w.strip(".-")  # a sentence's full stop is not part of the name
+                for cand in (w, core):
+                    if len(cand) >= 3 and cand in names:
+                        return w.replace(cand, self.file(src, cand, hashed), 1)
+                return w
+
+            text = _WORD.sub(word, text)
         return _UID.sub(lambda m: self.uid(src, m.group(0)), text)
 
 
@@ -165,10 +183,12 @@ def relative_to_root(path: Path, root: Path) -> str | None:
         return None
 
 
-def names_under(root: Path, limit: int = 200_000) -> set[str]:
+@functools.lru_cache(maxsize=8)
+def names_under(root: Path, limit: int = 200_000) -> frozenset[str]:
     """Every file and folder name under ``root`` (bounded): what a message must not show.
 
-    Only used when a message is about to be shown, so normal builds never walk the tree twice.
+    Only used when a message is about to be shown (walked once per process and root), so
+    builds without errors never walk the tree twice.
     """
     names: set[str] = set()
     try:
@@ -179,7 +199,7 @@ def names_under(root: Path, limit: int = 200_000) -> set[str]:
                 break
     except OSError:
         pass
-    return names
+    return frozenset(names)
 
 
 def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = True,

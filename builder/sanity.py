@@ -53,6 +53,35 @@ def _kept(raw: object, label_map: LabelMap) -> bool:
         return True
 
 
+def raw_targets(sample: Sample) -> set[str]:
+    """Raw labels of the mask targets that have at least one pixel in the sample."""
+    found: set[str] = set()
+    if sample.label_mask is not None:
+        lm = np.asanyarray(sample.label_mask)
+        if lm.dtype.kind in "iub" and lm.size and int(lm.min()) >= 0 and int(lm.max()) < 1 << 16:
+            values = np.flatnonzero(np.bincount(lm.ravel().astype(np.intp, copy=False)))
+        else:
+            values = np.unique(lm)
+        found.update(sample.mask_labels.get(int(v), str(int(v))) for v in values if v != 0)
+    for raw, m in (sample.target_masks or {}).items():
+        if np.any(m):
+            found.add(raw)
+    return found
+
+
+def asked_boxes(s: Slice2D, label_map: LabelMap) -> list[int]:
+    """Indices of a slice's boxes whose label the label map keeps (each should be asked)."""
+    return [i for i, b in enumerate(s.boxes) if _kept(b.raw_label, label_map)]
+
+
+def unasked_targets(sample: Sample, slices: list[Slice2D], label_map: LabelMap) -> list[str]:
+    """Targets the label map keeps that are on no published slice (below slicing.min_area)."""
+    if sample.label_mask is None and not sample.target_masks:
+        return []
+    shown = {raw for s in slices for raw in s.target_masks}
+    return sorted(raw for raw in raw_targets(sample) - shown if _kept(raw, label_map))
+
+
 def why_no_case(sample: Sample, slices: list[Slice2D], source: SourceConfig,
                 label_map: LabelMap) -> str | None:
     """Why a sample with annotations the label map keeps gave no case; None when declared.

@@ -392,3 +392,22 @@ def test_gzip_check_accepts_multi_member_streams(tmp_path, capsys) -> None:
     half = len(raw) // 2
     path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
     assert run(tmp_path, [src], capsys).code == 0
+
+
+def test_relative_config_path_and_root(tmp_path, capsys, monkeypatch) -> None:
+    """A root relative to a sources.yaml named by a relative path: scans stay confined.
+
+    Like ``examples/`` naming ``../shared/realdata/...``: the relative root climbs out of the
+    config's folder, so a scanned path joined onto the root a second time would land outside.
+    """
+    (tmp_path / "data").mkdir()
+    src = ct_table(tmp_path / "data")
+    src["root"] = "../../data/ct"
+    src["label_map"] = "../../data/mapct.yaml"
+    (tmp_path / "conf" / "sub").mkdir(parents=True)
+    write_yaml(tmp_path / "conf" / "sub" / "sources.yaml",
+               {"build": {"name": "M", "workers": 1}, "sources": [src]})
+    monkeypatch.chdir(tmp_path / "conf")
+    code = main(["--sources", "sub/sources.yaml", "--out", "../out", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert len(read_manifest(tmp_path / "out")) == 3

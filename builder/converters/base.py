@@ -70,7 +70,7 @@ class Converter:
 
     def __init__(self, source_name: str, root: Path, options: BaseModel):
         self.source = source_name
-        self.root = root
+        self.root = Path(root).absolute()  # globbed paths and table entries join onto it
         self.options = options
         self.on_error: Literal["fail", "skip"] = "fail"
         self.allow_outside_root = False

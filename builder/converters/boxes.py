@@ -108,16 +108,17 @@ class Voc(_BoxConverter):
         for xml_path in xmls:
             try:
                 self.path(xml_path)
-                image_rel, size, boxes = self._parse(xml_path)
+                image_rel, size, boxes, difficult = self._parse(xml_path)
             except BuildError as exc:
                 self.bad_item(exc.reason, exc.file)
                 continue
             xml_rel = self.relative(xml_path)
             yield Item(key=image_rel, paths=(image_rel, xml_rel), group=Path(image_rel).stem,
-                       data={"size": size, "boxes": boxes})
+                       data={"size": size, "boxes": boxes, "difficult": difficult})
 
-    def _parse(self, xml_path: Path) -> tuple[str, tuple[int, int] | None, list[RawBox]]:
-        """(image path relative to root, declared (w, h) or None, boxes in 0-based half-open)."""
+    def _parse(self, xml_path: Path) -> tuple[str, tuple[int, int] | None, list[RawBox], int]:
+        """(image path relative to root, declared (w, h) or None, boxes in 0-based half-open,
+        number of objects left out by ``skip_difficult``)."""
         opts: VocOptions = self.options  # type: ignore[assignment]
         try:
             root = ET.parse(xml_path).getroot()
@@ -136,12 +137,14 @@ class Voc(_BoxConverter):
             if w > 0 and h > 0:  # some exporters write 0x0 when they did not know: skip the check
                 size = (w, h)
         boxes: list[RawBox] = []
+        difficult = 0
         for n, obj in enumerate(root.iter("object"), start=1):
             name = (obj.findtext("name") or "").strip()
             where = f"object {n}"
             if not name:
                 raise self.error(f"{where}: missing <name>", xml_path)
             if opts.skip_difficult and (obj.findtext("difficult") or "0").strip() == "1":
+                difficult += 1
                 continue
             bb = obj.find("bndbox")
             if bb is None:
@@ -156,7 +159,7 @@ class Voc(_BoxConverter):
                 raise self.error(f"{where} ('{name}'): degenerate box xmin={xmin:g} ymin={ymin:g} "
                                  f"xmax={xmax:g} ymax={ymax:g}", xml_path)
             boxes.append((x0, y0, x1, y1, name, where))
-        return image_rel, size, boxes
+        return image_rel, size, boxes, difficult
 
     def _image_for(self, filename: str | None, xml_path: Path) -> str:
         """The image an XML describes: <filename> in the images folder, else <xml stem>.<ext>."""
@@ -186,6 +189,9 @@ class Voc(_BoxConverter):
                 f"<size> says {size[0]}x{size[1]} but image {item.paths[0]} is {width}x{height}",
                 xml_file)
         boxes, clipped = self._clip(item.data["boxes"], width, height, xml_file)
+        if item.data.get("difficult"):
+            self.note(f"{item.data['difficult']} object(s) marked difficult left out "
+                      "(skip_difficult)", xml_file, item.data["difficult"], kind="skipped")
         yield self._sample(item, image, boxes, clipped)
 
 
