@@ -411,3 +411,11 @@ def test_relative_config_path_and_root(tmp_path, capsys, monkeypatch) -> None:
     code = main(["--sources", "sub/sources.yaml", "--out", "../out", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert len(read_manifest(tmp_path / "out")) == 3
+
+
+def test_medmnist_budget_from_the_npy_headers(tmp_path, capsys) -> None:
+    src = {"name": "pn", "format": "medmnist", "root": str(realdata("medmnist")),
+           "modality": "X-ray", "label_map": "pneumoniamnist", **CITE}
+    r = run(tmp_path, [src], capsys, max_pixels=700)
+    assert r.code == 1 and "'train_images' images of 28x28 pixels exceed the pixel budget of 700" \
+        in r.err

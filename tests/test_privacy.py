@@ -234,3 +234,29 @@ def test_dicom_attributes_really_carry_the_markers(hospital: Hospital) -> None:
     assert str(ds.SeriesInstanceUID).startswith("1.2.826.0.1.3680043.8.498.7777")
     seg = pydicom.dcmread(next(hospital.root.rglob("MRKSEGFILE.dcm")))
     assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == str(ds.SeriesInstanceUID)
+
+
+def test_scrub_replaces_paths_names_and_uids() -> None:
+    from gmai_build.privacy import Privacy
+
+    p = Privacy(b"k" * 32)
+    root = Path("/data/Hospital A")
+    text = ("cannot read /data/Hospital A/Smith John/IM0001.dcm; see Smith John and IM0001.dcm. "
+            "series 1.2.826.0.1.3680043.8.498.55 (SOP class 1.2.840.10008.5.1.4.1.1.2)")
+    out = p.scrub(text, "ct", [root], {"Smith John", "IM0001.dcm"})
+    for leak in ("Hospital A", "Smith", "IM0001", "1.2.826.0.1.3680043"):
+        assert leak not in out, out
+    assert "1.2.840.10008.5.1.4.1.1.2" in out  # standard UIDs say nothing about a patient
+    assert f"see {p.file('ct', 'Smith John')} and {p.file('ct', 'IM0001.dcm')}." in out
+    assert p.file("ct", "a/IM0001.dcm").endswith(".dcm") and p.group("ct", "x").startswith("g-")
+
+
+def test_default_key_is_created_private_and_reused(tmp_path, monkeypatch) -> None:
+    from gmai_build.privacy import resolve_salt
+
+    key = tmp_path / "cfg" / "key"
+    monkeypatch.setenv("GMAI_BUILD_KEY_FILE", str(key))
+    salt, origin = resolve_salt(None)
+    assert origin == "per-user key" and key.is_file() and (key.stat().st_mode & 0o077) == 0
+    assert resolve_salt(None)[0] == salt and len(salt) == 64
+    assert resolve_salt("given")[0] == b"given"
