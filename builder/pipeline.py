@@ -27,7 +27,7 @@ from .cases import CaseMaker, stable_id
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .converters.base import Note
-from .errors import BuildError
+from .errors import BuildError, ConfigError
 from .privacy import Privacy, redact_error, relative_to_root, resolve_salt
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .report import SKIPPED, Entry, summary_section
@@ -228,7 +228,7 @@ def _cases_of_item(item: Item) -> ItemResult:
             exc = BuildError(f"{type(exc).__name__}: {exc}", source=src.name,
                              file=conv.root / first if first else src.root)
         err = ctx.redact(exc, item)
-        if ctx.on_error != "skip":
+        if ctx.on_error != "skip" or isinstance(exc, ConfigError):  # a map problem, not a sample's
             raise err from None
         conv.take_notes()  # notes of a skipped item describe nothing published
         return ItemResult([], [Entry(src.name, SKIPPED, ctx.file_token(exc.file or first),

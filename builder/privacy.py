@@ -222,6 +222,7 @@ def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = T
     file = None
     if exc.file is not None:
         file = privacy.display(source, root, exc.file, hashed)
-    new = BuildError(reason, source=source or None, file=file)
+    new = type(exc).__new__(type(exc))  # keeps the kind (ConfigError, DicomError, ...)
+    BuildError.__init__(new, reason, source=source or None, file=file)
     new.redacted = True
     return new

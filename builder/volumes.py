@@ -145,8 +145,9 @@ def even_indices(candidates: list[int], k: int) -> list[int]:
 def _slice_areas(label_mask: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """(values, areas[n_slices, n_values]) of the non-zero labels of an integer volume."""
     n = label_mask.shape[axis]
-    if label_mask.dtype.kind == "f":
-        label_mask = np.rint(label_mask).astype(np.int64)
+    if label_mask.dtype.kind == "f":  # NaN/inf in a float label volume are no label
+        label_mask = np.rint(np.nan_to_num(label_mask, nan=0.0, posinf=0.0, neginf=0.0))
+        label_mask = label_mask.astype(np.int64)
     elif label_mask.dtype == np.bool_:
         label_mask = label_mask.view(np.uint8)
     counts: list[dict[int, int]] = []

@@ -1,11 +1,46 @@
 """The bad-input matrix of issue 9 (points 2-4): input kind -> message -> outcome.
 
-Each row builds a small project (real samples where they exist, synthetic volumes for numeric
+Each test builds a small project (real samples where they exist, synthetic volumes for numeric
 edge cases), damages it one way and checks the one-line message and the outcome: an error that
-publishes nothing, or a build whose summary lists the skip or note. ``MATRIX`` below is the
-table the README/issue report shows; every row is a test.
+publishes nothing (exit 1), or a build whose summary.md/json lists the skip or note.
 
-Privacy (point 1) is in test_privacy.py, partial RTSTRUCT/SEG (point 5) in
+=====================================  ===========================================  ===========
+input kind                             message (file named by its token f-...)      outcome
+=====================================  ===========================================  ===========
+1 NaN voxel in a float NIfTI           note "1 NaN/inf pixel value(s) ignored in     built, no
+                                       percentiles and shown at the window floor"    black slice
+inf voxels (saturation)                note "10 NaN/inf pixel value(s) ..."          built
+NaN + intensity.nonfinite: error       "N NaN/inf pixel value(s) (intensity.         exit 1
+                                       nonfinite: error ...)"
+slice all NaN (constant after map)     skipped "image (axial slice 6) is constant    not published
+                                       after intensity mapping: not published"
+NaN in a float TIFF                    note "1 NaN/inf pixel value(s) ..."           built
+.nii.gz / .nii cut after chosen plane  "truncated or damaged compressed volume" /   exit 1
+                                       "truncated NIfTI: the header declares ..."
+gzip with several members              (none)                                        built
+DICOM file, DICM + garbage, no suffix  "unreadable DICOM: ..."                       exit 1
+  same, on_error: skip                 skipped "series left out: a file in its       series out,
+                                       folder is unreadable DICOM (...)"             rest built
+uneven DICOM slice gaps                note "DICOM: uneven slice gaps 1.000..3.000"  built
+PNG / NIfTI / DICOM over max_pixels,   "... exceeds the pixel budget of N           exit 1
+  max_voxels; 12000x12000 PNG bomb;      (build.max_pixels; checked before
+  MedMNIST from npy headers              decoding)"
+CSV row ../x, absolute path, symlink   "entry '...' resolves to /abs/x, outside     exit 1
+                                       the source root ...allow_outside_root: true"
+  same, on_error: skip                 skipped "... outside the source root ..."    row out
+  same, allow_outside_root: true       (none; files recorded as tokens only)        built
+dataset.json entry ../x.nii.gz         "entry '../x.nii.gz' resolves to ..."        exit 1
+unreadable image in a CSV table        "cannot read image: ..."                      exit 1
+  on_error: skip (build or source)     skipped "cannot read image: ..."              rest built
+missing_mask: skip / empty mask        skipped "no mask for this image               built
+                                       (missing_mask: skip)" / "mask is empty"
+box partly outside the image           note "1 box(es) clipped to the image"         built
+unknown mask value under skip          "raw label '3' is not in label map ..."       exit 1
+another build.salt, same --out         "... was built with another salt ..."         exit 1
+relative config + root with ../        (none)                                        built
+=====================================  ===========================================  ===========
+
+Privacy (point 1) is in test_privacy.py; RTSTRUCT/SEG on partial series (point 5) in
 test_partial_series.py.
 """
 
@@ -298,12 +333,13 @@ def test_dataset_json_entry_outside_the_root(tmp_path, capsys) -> None:
     assert r.code == 1 and "entry '../x.nii.gz' resolves to" in r.err
 
 
-def test_skip_lists_unreadable_image_and_builds_the_rest(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_skip_lists_unreadable_image_and_builds_the_rest(tmp_path, capsys, workers) -> None:
     src = xray_table(tmp_path, ["imgs/broken.png,normal"])
     (Path(src["root"]) / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    r = run(tmp_path, [src], capsys)
+    r = run(tmp_path, [src], capsys, workers=workers)
     assert r.code == 1 and "cannot read image" in r.err
-    r = run(tmp_path, [src], capsys, on_error="skip")
+    r = run(tmp_path, [src], capsys, on_error="skip", workers=workers)
     assert r.code == 0 and len(read_manifest(r.out)) == 6
     [skipped] = r.summary()["skipped_samples"]
     assert skipped["reason"].startswith("cannot read image") and skipped["file"].startswith("f-")
@@ -419,3 +455,12 @@ def test_medmnist_budget_from_the_npy_headers(tmp_path, capsys) -> None:
     r = run(tmp_path, [src], capsys, max_pixels=700)
     assert r.code == 1 and "'train_images' images of 28x28 pixels exceed the pixel budget of 700" \
         in r.err
+
+
+def test_unknown_label_found_while_reading_stops_even_under_skip(tmp_path, capsys) -> None:
+    src = mask_project(tmp_path)
+    mask = np.zeros((28, 28), np.uint8)
+    mask[2:12, 2:12] = 3  # a value the label map does not know
+    Image.fromarray(mask).save(Path(src["root"]) / "masks" / "i0.png")
+    r = run(tmp_path, [src], capsys, on_error="skip")
+    assert r.code == 1 and "raw label '3' is not in label map" in r.err
