@@ -165,7 +165,7 @@ def discover(ctx: SourceContext) -> list[Item]:
     keys = [i.key for i in items]
     if len(set(keys)) != len(keys):
         dup = next(k for k, n in Counter(keys).items() if n > 1)
-        raise BuildError(f"two items share the key '{dup}'", source=ctx.config.name)
+        raise ctx.redact(BuildError(f"two items share the key '{dup}'", source=ctx.config.name))
     return items
 
 
