@@ -38,7 +38,13 @@ from pydicom.pixels import pixel_array
 
 from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries
 from .base import register
-from .dicom_series import ImageIndex, SeriesAnnotationConverter
+from .dicom_series import (
+    ImageIndex,
+    SeriesAnnotationConverter,
+    ignore_note,
+    keep_all,
+    raise_dicom_error,
+)
 
 
 class DicomSegOptions(BaseModel):
@@ -102,23 +108,11 @@ def segment_labels(ds: Dataset) -> dict[int, str]:
     return out
 
 
-def _all_wanted(raw: str) -> bool:
-    return True
-
-
-def _ignore(reason: str, file: Path | None = None, count: int = 1) -> None:
-    return None
-
-
-def _raise(reason: str, file: Path | None = None) -> None:
-    raise DicomError(reason, file)
-
-
 def seg_masks(
     seg: Dataset, series: DicomSeries, path: Path,
-    wanted: Callable[[str], bool] = _all_wanted,
-    note: Callable[..., None] = _ignore,
-    no_usable_slice: Callable[[str, Path], None] = _raise,
+    wanted: Callable[[str], bool] = keep_all,
+    note: Callable[..., None] = ignore_note,
+    no_usable_slice: Callable[[str, Path], None] = raise_dicom_error,
 ) -> dict[str, np.ndarray]:
     """Boolean masks (canonical LPS+ grid of ``series``) per raw segment label of one SEG.
 

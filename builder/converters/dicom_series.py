@@ -84,6 +84,20 @@ class ImageIndex:
         return index
 
 
+# Defaults of the SEG/RTSTRUCT mask builders when called without a converter (tests, scripts):
+# every target wanted, nothing recorded, a target without usable slice is an error.
+def keep_all(raw: str) -> bool:
+    return True
+
+
+def ignore_note(reason: str, file: Path | None = None, count: int = 1) -> None:
+    return None
+
+
+def raise_dicom_error(reason: str, file: Path | None = None) -> None:
+    raise DicomError(reason, file)
+
+
 def series_group(series: DicomSeries) -> str:
     """Split group of a series: PatientID, else StudyInstanceUID."""
     return series.group

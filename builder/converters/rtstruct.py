@@ -35,7 +35,13 @@ from skimage.draw import polygon
 
 from ..dicom_io import RTSTRUCT_SOP_CLASS, DicomError, DicomSeries
 from .base import register
-from .dicom_series import ImageIndex, SeriesAnnotationConverter
+from .dicom_series import (
+    ImageIndex,
+    SeriesAnnotationConverter,
+    ignore_note,
+    keep_all,
+    raise_dicom_error,
+)
 
 PLANE_TOLERANCE = 0.25  # max distance (in slices) of contour points from their slice's plane
 
@@ -80,23 +86,11 @@ def referenced_series(ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
     return None, "no RTReferencedSeriesSequence, contour images or unique FrameOfReferenceUID"
 
 
-def _all_wanted(raw: str) -> bool:
-    return True
-
-
-def _ignore(reason: str, file: Path | None = None, count: int = 1) -> None:
-    return None
-
-
-def _raise(reason: str, file: Path | None = None) -> None:
-    raise DicomError(reason, file)
-
-
 def roi_masks(
     ds: Dataset, series: DicomSeries, path: Path,
-    wanted: Callable[[str], bool] = _all_wanted,
-    note: Callable[..., None] = _ignore,
-    no_usable_slice: Callable[[str, Path], None] = _raise,
+    wanted: Callable[[str], bool] = keep_all,
+    note: Callable[..., None] = ignore_note,
+    no_usable_slice: Callable[[str, Path], None] = raise_dicom_error,
 ) -> dict[str, np.ndarray]:
     """Boolean masks (canonical LPS+ grid of ``series``) per ROIName of one RTSTRUCT.
 
