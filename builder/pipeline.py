@@ -159,6 +159,8 @@ def discover(ctx: SourceContext) -> list[Item]:
     ctx.report = [ctx.entry(n) for n in conv.take_notes()]
     if not items:
         skipped = sum(e.kind == SKIPPED for e in ctx.report)
+        if skipped and ctx.on_error == "skip":
+            return []  # every item was skipped: listed in the summary, the rest is built
         raise BuildError("no images found" + (f" ({skipped} skipped: " + "; ".join(
             sorted({e.reason for e in ctx.report if e.kind == SKIPPED})[:3]) + ")"
             if skipped else ""), source=ctx.config.name)

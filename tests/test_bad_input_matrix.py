@@ -464,3 +464,12 @@ def test_unknown_label_found_while_reading_stops_even_under_skip(tmp_path, capsy
     Image.fromarray(mask).save(Path(src["root"]) / "masks" / "i0.png")
     r = run(tmp_path, [src], capsys, on_error="skip")
     assert r.code == 1 and "raw label '3' is not in label map" in r.err
+
+
+def test_dicom_slice_with_truncated_pixel_data(tmp_path, capsys) -> None:
+    src = ct_table(tmp_path)
+    path = Path(src["root"]) / "a" / "02.dcm"
+    path.write_bytes(path.read_bytes()[:-5000])
+    r = run(tmp_path, [src], capsys)
+    assert r.code == 1 and "source 'ct'" in r.err and "file f-" in r.err
+    assert "cannot decode pixel data" in r.err and "less than expected" in r.err

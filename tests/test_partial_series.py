@@ -36,8 +36,12 @@ labels:
 N_PLANNED, BEFORE = 100, 40  # planned slices, and how many precede the first real one
 
 
-def clinical_export(tmp_path: Path, eye: str = "drop") -> tuple[Path, Path]:
-    """Root with the 2 real CT slices + an RTSTRUCT on 100 planned slices; and its config."""
+def clinical_export(tmp_path: Path, eye: str = "drop", refs: bool = True) -> tuple[Path, Path]:
+    """Root with the 2 real CT slices + an RTSTRUCT on 100 planned slices; and its config.
+
+    ``refs=False`` strips ContourImageSequence (some planning systems omit it): contours are
+    then placed by their z position, and those between or beyond the slices on disk skipped.
+    """
     real = realdata("dicom_rtstruct_phantom")
     root = tmp_path / "export"
     shutil.copytree(real / "ct", root / "ct")
@@ -52,7 +56,12 @@ def clinical_export(tmp_path: Path, eye: str = "drop") -> tuple[Path, Path]:
         "Couch": [(BEFORE, square(slices[BEFORE][1] + 2.5, 50.0))],
         "Empty": [],
     }
-    rtstruct(cts[0], slices, rois).save_as(root / "rtstruct.dcm", enforce_file_format=True)
+    rt = rtstruct(cts[0], slices, rois)
+    if not refs:
+        for roi in rt.ROIContourSequence:
+            for contour in roi.ContourSequence:
+                del contour.ContourImageSequence
+    rt.save_as(root / "rtstruct.dcm", enforce_file_format=True)
     (tmp_path / "map.yaml").write_text(LABEL_MAP.format(eye=eye))
     cfg = write_yaml(tmp_path / "sources.yaml", {
         "build": {"name": "RT", "workers": 1},
@@ -67,8 +76,9 @@ def build(cfg: Path, out: Path, capsys, *extra: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_clinical_rtstruct_on_partial_series_builds(tmp_path: Path, capsys) -> None:
-    _, cfg = clinical_export(tmp_path)
+@pytest.mark.parametrize("refs", [True, False])
+def test_clinical_rtstruct_on_partial_series_builds(tmp_path: Path, capsys, refs: bool) -> None:
+    _, cfg = clinical_export(tmp_path, refs=refs)
     code, err = build(cfg, tmp_path / "out", capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -14,6 +14,7 @@ whose series is not on disk) are searched too.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import struct
@@ -180,6 +181,27 @@ def test_no_identifier_in_any_output_byte_or_log(hospital: Hospital, tmp_path: P
                  "--no-progress"]) == 0
     again = {p.name: p.read_bytes() for p in (tmp_path / "again").iterdir() if p.is_file()}
     assert again == before
+
+
+def test_skip_lists_carry_no_identifier(hospital: Hospital, tmp_path: Path,
+                                        capfd: pytest.CaptureFixture[str]) -> None:
+    """on_error: skip lists skipped files and reasons: by token, in summary.md/json and logs."""
+    _break_dicom(hospital)
+    (hospital.root / "MRKPATDIR3_000" / "MRKIMG_0.png").write_bytes(b"\x89PNG\r\n\x1a\nbad")
+    text = hospital.config.read_text().replace("per_label_cap: 100", "per_label_cap: 100\n"
+                                               "  on_error: skip")
+    hospital.config.write_text(text)
+    out = tmp_path / "out"
+    assert main(["--sources", str(hospital.config), "--out", str(out), "--workers", "2"]) == 0
+    captured = capfd.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    reasons = [s["reason"] for s in summary["skipped_samples"]]
+    assert any(r.startswith("series left out") for r in reasons)
+    assert any(r.startswith("cannot read image") for r in reasons)
+    needles = hospital.forbidden()
+    leaks = {n: hit for n, b in output_blobs(out).items() if (hit := find_leaks(b, needles))}
+    assert not leaks
+    assert not find_leaks((captured.out + captured.err).encode(), needles)
 
 
 def _break_dicom(h: Hospital) -> None:
