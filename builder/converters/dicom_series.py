@@ -8,7 +8,7 @@ a label column and optionally a patient column. Several rows for one series merg
 The volume is read by :func:`gmai_build.dicom_io.read_series` (canonical LPS+, rescaled CT HU) and
 the volume slicer shows a representative slice (see ``slicing`` in sources.yaml). The group (the
 VAL/TEST split unit) is the table's patient column, else the DICOM PatientID, else the
-StudyInstanceUID.
+StudyInstanceUID; like every identifier it is published only as a salted token.
 
 This module also holds what the DICOM SEG and RTSTRUCT converters share: glob resolution under
 the root, an index of the image series found there, and their common base class.
