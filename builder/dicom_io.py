@@ -165,7 +165,13 @@ def scan(
     found = []
     for p in paths:
         if check is not None:
-            check(p)
+            try:
+                check(p)
+            except BuildError as exc:  # outside the source root
+                if on_broken is None:
+                    raise
+                on_broken(p, DicomError(exc.reason, p))
+                continue
         try:
             found.append((p, read_header(p)))
         except DicomError as exc:

@@ -20,7 +20,7 @@ NaN in a float TIFF                    note "1 NaN/inf pixel value(s) ..."      
 gzip with several members              (none)                                        built
 DICOM file, DICM + garbage, no suffix  "unreadable DICOM: ..."                       exit 1
   same, on_error: skip                 skipped "series left out: a file in its       series out,
-                                       folder is unreadable DICOM (...)"             rest built
+                                       folder cannot be used (unreadable ...)"       rest built
 uneven DICOM slice gaps                note "DICOM: uneven slice gaps 1.000..3.000"  built
 PNG / NIfTI / DICOM over max_pixels,   "... exceeds the pixel budget of N           exit 1
   max_voxels; 12000x12000 PNG bomb;      (build.max_pixels; checked before
@@ -246,7 +246,8 @@ def test_damaged_dicom_file_inside_a_series(tmp_path, capsys, on_error: str) -> 
     # skip: series 'a' is left out as a whole (it may have lost a slice); 'b' and 'c' are built
     assert r.code == 0
     [skipped] = r.summary()["skipped_samples"]
-    assert skipped["reason"].startswith("series left out: a file in its folder is unreadable DICOM")
+    assert skipped["reason"].startswith(
+        "series left out: a file in its folder cannot be used (unreadable DICOM")
     assert len({rec["sample_id"] for rec in read_manifest(r.out)}) == 2
 
 

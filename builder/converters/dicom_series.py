@@ -129,7 +129,7 @@ class DicomSeriesTable(Converter):
     def _index(self, folder: Path) -> ImageIndex:
         index = ImageIndex.build(folder, ".", check=self.path, skip_broken=self.on_error == "skip")
         for path, reason in index.broken.values():
-            self.note(f"series left out: a file in its folder is unreadable DICOM ({reason})",
+            self.note(f"series left out: a file in its folder cannot be used ({reason})",
                       path, kind="skipped")
         return index
 
@@ -268,7 +268,7 @@ class SeriesAnnotationConverter(Converter):
         except DicomError as exc:
             raise self.error(exc.reason, exc.file) from None
         for path, exc in broken:
-            self.note(f"unreadable DICOM: {exc.reason}", path, kind="skipped")
+            self.note(exc.reason, path, kind="skipped")
         if not objects:
             raise self.error(f"no {self.kind} object matches options.{self.objects_option} "
                              f"'{pattern}'", self.root)
@@ -279,8 +279,8 @@ class SeriesAnnotationConverter(Converter):
             seen.add(path)
             uid, how = self.referenced_series(ds, index)
             if uid is not None and uid in index.broken:
-                self.note(f"{self.kind} left out: its image series has an unreadable file "
-                          f"({index.broken[uid][1]})", path, kind="skipped")
+                self.note(f"{self.kind} left out: a file beside its image series cannot be "
+                          f"used ({index.broken[uid][1]})", path, kind="skipped")
                 continue
             if uid is None or uid not in index.series:
                 found = ", ".join(sorted(index.series)) or "none"
