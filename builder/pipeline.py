@@ -463,10 +463,20 @@ def collect_cases(
         bar.close()
         files = sorted({p for item in items for p in item.paths} - skipped_files)
         out.inputs[src.name] = dict(sorted(
-            (ctx.file_token(p), sha256_file(ctx.converter.path(p)))
+            (ctx.file_token(p), input_checksum(ctx, p))
             for p in files if ctx.converter.path(p).is_file()
         ))
     return out
+
+
+def input_checksum(ctx: SourceContext, entry: str) -> str:
+    """sha256 of an input file for build.json; a file gone unreadable is a named error."""
+    path = ctx.converter.path(entry)
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise ctx.redact(BuildError(f"cannot read the file for its checksum: {exc.strerror}",
+                                    source=ctx.config.name, file=path)) from None
 
 
 def make_questions(
