@@ -105,7 +105,9 @@ class SourceContext:
 
     def entry(self, note: Note, item: Item | None = None) -> Entry:
         reason = self.redact(BuildError(note.reason, source=self.config.name), item).reason
-        return Entry(self.config.name, note.kind, self.file_token(note.file), reason, note.count)
+        sample = self.privacy.sample_id(self.config.name, item.key) if item is not None else ""
+        return Entry(self.config.name, note.kind, self.file_token(note.file), reason, note.count,
+                     sample)
 
 
 def make_privacy(config: Config, show_paths: bool = False) -> Privacy:
@@ -234,7 +236,7 @@ def _cases_of_item(item: Item) -> ItemResult:
             raise err from None
         conv.take_notes()  # notes of a skipped item describe nothing published
         return ItemResult([], [Entry(src.name, SKIPPED, ctx.file_token(exc.file or first),
-                                     err.reason)])
+                                     err.reason, 1, ctx.privacy.sample_id(src.name, item.key))])
 
 
 def _cases_of_sample(ctx: SourceContext, sample: Sample, first: str | None) -> list[Case]:

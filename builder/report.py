@@ -26,11 +26,13 @@ class Entry:
     file: str  # token (or relative path for sources with identifying_paths: false)
     reason: str
     count: int = 1
+    sample: str = ""  # the sample's token (as in the manifest) when known
 
 
 def summary_section(entries: list[Entry]) -> dict[str, Any]:
-    """The summary.json keys: every entry, and totals per kind."""
-    entries = sorted(set(entries))
+    """The summary.json keys: every entry (sorted, so any worker count gives the same bytes),
+    and totals per kind."""
+    entries = sorted(entries)
     out: dict[str, Any] = {}
     for kind, key in ((SKIPPED, "skipped_samples"), (NOTE, "notes")):
         rows = [asdict(e) for e in entries if e.kind == kind]
@@ -52,10 +54,11 @@ def markdown_section(summary: dict[str, Any]) -> list[str]:
         by_reason = Counter(r["reason"] for r in rows)
         if len(by_reason) < len(rows):
             lines += [f"- {n} x {reason}" for reason, n in sorted(by_reason.items())] + [""]
-        lines += ["| source | file | reason | count |", "|---|---|---|---:|"]
+        lines += ["| source | file | sample | reason | count |", "|---|---|---|---|---:|"]
         for r in rows[:MARKDOWN_ROWS]:
             reason = str(r["reason"]).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r['source']} | {r['file']} | {reason} | {r['count']} |")
+            lines.append(f"| {r['source']} | {r['file']} | {r['sample']} | {reason} | "
+                         f"{r['count']} |")
         if len(rows) > MARKDOWN_ROWS:
-            lines.append(f"| ... | | {len(rows) - MARKDOWN_ROWS} more in summary.json | |")
+            lines.append(f"| ... | | | {len(rows) - MARKDOWN_ROWS} more in summary.json | |")
     return lines
