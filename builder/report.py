@@ -46,7 +46,7 @@ def summary_section(entries: list[Entry]) -> dict[str, Any]:
 def markdown_section(summary: dict[str, Any]) -> list[str]:
     """summary.md lines for the skipped samples and notes (empty when there are none)."""
     lines: list[str] = []
-    for key, title in (("skipped_samples", "Skipped samples"), ("notes", "Notes")):
+    for key, title in (("skipped_samples", "Skipped samples and targets"), ("notes", "Notes")):
         rows = summary.get(key) or []
         if not rows:
             continue

@@ -345,7 +345,7 @@ def test_skip_lists_unreadable_image_and_builds_the_rest(tmp_path, capsys, worke
     [skipped] = r.summary()["skipped_samples"]
     assert skipped["reason"].startswith("cannot read image") and skipped["file"].startswith("f-")
     md = (r.out / "summary.md").read_text()
-    assert "## Skipped samples (1)" in md and skipped["file"] in md
+    assert "## Skipped samples and targets (1)" in md and skipped["file"] in md
     # per-source override of the build's policy
     r = run(tmp_path, [{**src, "on_error": "skip"}], capsys, on_error="fail")
     assert r.code == 0 and r.summary()["skipped_samples_total"] == 1

@@ -242,6 +242,11 @@ def test_error_messages_carry_no_identifier(hospital: Hospital, tmp_path: Path,
         assert expect in captured.err and "Traceback" not in captured.err
         leaks = find_leaks((captured.out + captured.err).encode(), hospital.forbidden())
         assert not leaks, captured.err
+    # validate checks the same without decoding pixels, with the same redaction
+    code = main(["validate", "--sources", str(hospital.config)])
+    captured = capfd.readouterr()
+    assert code == 1 and expect in captured.err
+    assert not find_leaks((captured.out + captured.err).encode(), hospital.forbidden())
     # --show-paths is the explicit, local way to see which file it is.
     assert main(["--sources", str(hospital.config), "--out", str(tmp_path / "out"),
                  "--no-progress", "--show-paths"]) == 1
