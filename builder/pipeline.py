@@ -686,6 +686,16 @@ def _tsv_row(r: dict[str, Any], png: bytes) -> dict[str, Any]:
     return row
 
 
+def _settings(config: Config) -> dict[str, Any]:
+    """Build settings for build.json: no salt, no output folder, config files by name only
+    (their folders may name a person; their content is what counts)."""
+    settings = config.build.model_dump(mode="json", exclude={"out", "salt"})
+    if config.build.question_pool is not None:
+        settings["question_pool"] = config.build.question_pool.name
+    settings["vocabulary"] = [p.name for p in config.build.vocabulary]
+    return settings
+
+
 def _build_info(config: Config, inputs, summary, previous) -> dict[str, Any]:
     import cv2
     import numpy as np
@@ -696,7 +706,7 @@ def _build_info(config: Config, inputs, summary, previous) -> dict[str, Any]:
         "config_file": config.path.name,
         "config_sha256": config.config_hash,
         "seed": config.build.seed,
-        "settings": config.build.model_dump(mode="json", exclude={"out", "salt"}),
+        "settings": _settings(config),
         "sources": [
             {"name": s.name, "format": s.format, "modality": s.modality, "license": s.license,
              "citation": s.citation, "label_map_sha256": sha256_file(s.label_map)}

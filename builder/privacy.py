@@ -39,8 +39,10 @@ from .errors import BuildError, ConfigError
 
 KEY_FILE_ENV = "GMAI_BUILD_KEY_FILE"
 TOKEN_CHARS = 16  # 64 bits: collisions are negligible at benchmark scale
-# A DICOM UID (at least four numeric components); the standard's own (1.2.840.10008.*) are kept.
-_UID = re.compile(r"(?<![\w.])(?!1\.2\.840\.10008\.)[0-2](?:\.\d+){3,}(?![\w.])")
+# A DICOM UID (three or more numeric components, 8+ characters: "2.25.<uuid>" has three); the
+# standard's own (1.2.840.10008.*) say nothing about a patient and are kept.
+_UID = re.compile(
+    r"(?<![\w.])(?!1\.2\.840\.10008\.)(?=[\d.]{8,})[0-2](?:\.\d+){2,}(?!\w)(?!\.\d)")
 _SAFE_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,6}){1,2}$")
 # A path component inside a message: name characters between separators.
 _WORD = re.compile(r"[\w.-]+")

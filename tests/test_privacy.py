@@ -269,9 +269,10 @@ def test_scrub_replaces_paths_names_and_uids() -> None:
     p = Privacy(b"k" * 32)
     root = Path("/data/Hospital A")
     text = ("cannot read /data/Hospital A/Smith John/IM0001.dcm; see Smith John and IM0001.dcm. "
-            "series 1.2.826.0.1.3680043.8.498.55 (SOP class 1.2.840.10008.5.1.4.1.1.2)")
+            "series 1.2.826.0.1.3680043.8.498.55 (SOP class 1.2.840.10008.5.1.4.1.1.2); "
+            "study 2.25.1234567890123.")
     out = p.scrub(text, "ct", [root], {"Smith John", "IM0001.dcm"})
-    for leak in ("Hospital A", "Smith", "IM0001", "1.2.826.0.1.3680043"):
+    for leak in ("Hospital A", "Smith", "IM0001", "1.2.826.0.1.3680043", "2.25.12345"):
         assert leak not in out, out
     assert "1.2.840.10008.5.1.4.1.1.2" in out  # standard UIDs say nothing about a patient
     assert f"see {p.file('ct', 'Smith John')} and {p.file('ct', 'IM0001.dcm')}." in out
