@@ -270,12 +270,11 @@ def _cases_of_sample(ctx: SourceContext, sample: Sample, first: str | None) -> l
         if unasked > 0:
             conv.note(f"{unasked} box(es) not asked: ambiguous (overlapping a box of another "
                       "label) or empty", first, unasked, kind=SKIPPED)
-    if slices == kept:
-        for raw in unasked_targets(sample, kept, ctx.label_map):
-            conv.note(f"target '{raw}' is smaller than slicing.min_area "
-                      f"({src.slicing.min_area} pixels) on every slice: not asked", first,
-                      kind=SKIPPED)
-    if not cases and slices == kept:
+    unasked = unasked_targets(sample, kept, ctx.label_map) if slices == kept else []
+    for raw in unasked:
+        conv.note(f"target '{raw}' is smaller than slicing.min_area ({src.slicing.min_area} "
+                  "pixels) on every slice: not asked", first, kind=SKIPPED)
+    if not cases and not unasked and slices == kept:
         why = why_no_case(sample, slices, src, ctx.label_map)
         if why:
             conv.note(why, first, kind=SKIPPED)

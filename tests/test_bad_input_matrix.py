@@ -22,6 +22,8 @@ DICOM file, DICM + garbage, no suffix  "unreadable DICOM: ..."                  
   same, on_error: skip                 skipped "series left out: a file in its       series out,
                                        folder cannot be used (unreadable ...)"       rest built
 uneven DICOM slice gaps                note "DICOM: uneven slice gaps 1.000..3.000"  built
+DICOM slice with truncated pixel data  "cannot decode pixel data: ... less than      exit 1
+                                       expected ..."
 PNG / NIfTI / DICOM over max_pixels,   "... exceeds the pixel budget of N           exit 1
   max_voxels; 12000x12000 PNG bomb;      (build.max_pixels; checked before
   MedMNIST from npy headers              decoding)"
@@ -34,6 +36,8 @@ unreadable image in a CSV table        "cannot read image: ..."                 
   on_error: skip (build or source)     skipped "cannot read image: ..."              rest built
 missing_mask: skip / empty mask        skipped "no mask for this image               built
                                        (missing_mask: skip)" / "mask is empty"
+target under slicing.min_area          skipped "target '2' is smaller than slicing.     built
+                                       min_area (16 pixels) on every slice ..."
 box partly outside the image           note "1 box(es) clipped to the image"         built
 unknown mask value under skip          "raw label '3' is not in label map ..."       exit 1
 another build.salt, same --out         "... was built with another salt ..."         exit 1
@@ -475,3 +479,17 @@ def test_dicom_slice_with_truncated_pixel_data(tmp_path, capsys) -> None:
     r = run(tmp_path, [src], capsys)
     assert r.code == 1 and "source 'ct'" in r.err and "file f-" in r.err
     assert "cannot decode pixel data" in r.err and "less than expected" in r.err
+
+
+def test_target_below_min_area_is_listed_once(tmp_path, capsys) -> None:
+    src = mask_project(tmp_path)
+    root = Path(src["root"])
+    mask = np.zeros((28, 28), np.uint8)
+    mask[5:15, 5:15] = 1
+    mask[20:22, 20:22] = 2  # 4 pixels: below slicing.min_area (16)
+    Image.fromarray(mask).save(root / "masks" / "i0.png")
+    r = run(tmp_path, [src], capsys)
+    assert r.code == 0
+    reasons = r.reasons("skipped_samples")
+    assert reasons.count("target '2' is smaller than slicing.min_area (16 pixels) on every "
+                         "slice: not asked") == 1
