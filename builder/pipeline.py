@@ -616,7 +616,11 @@ def check_same_salt(out_dir: Path, privacy: Privacy, config: Config) -> None:
         old = json.loads(info_path.read_text(encoding="utf-8")).get("salt_check")
     except (OSError, ValueError, AttributeError):
         return
-    if old is not None and old != privacy.check_value:
+    if old is None:
+        raise BuildError(
+            f"{out_dir} was built by a gmai-build without salted identifiers: its questions "
+            "cannot be matched to this build's; build into a new folder")
+    if old != privacy.check_value:
         where = "build.salt" if config.build.salt else "the per-user key (no build.salt given)"
         raise BuildError(
             f"{out_dir} was built with another salt than {where}: its groups, sample ids and "

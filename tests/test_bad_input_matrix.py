@@ -41,6 +41,8 @@ target under slicing.min_area          skipped "target '2' is smaller than slici
 box partly outside the image           note "1 box(es) clipped to the image"         built
 unknown mask value under skip          "raw label '3' is not in label map ..."       exit 1
 another build.salt, same --out         "... was built with another salt ..."         exit 1
+output of a build without salted ids   "... built by a gmai-build without salted     exit 1
+                                       identifiers ..."
 relative config + root with ../        (none)                                        built
 =====================================  ===========================================  ===========
 
@@ -416,6 +418,11 @@ def test_another_salt_into_the_same_folder_is_refused(tmp_path, capsys) -> None:
     assert "was built with another salt than build.salt" in capsys.readouterr().err
     info = (tmp_path / "out" / "build.json").read_text()
     assert "first-salt" not in info and "salt_check" in info
+    # an output of a gmai-build before salted identifiers: refused, not silently renumbered
+    old = json.loads(info)
+    del old["salt_check"]
+    (tmp_path / "out" / "build.json").write_text(json.dumps(old))
+    assert run(tmp_path, [src], capsys, salt="first-salt-0123456789").code == 1
 
 
 def test_salt_from_environment_is_not_written_anywhere(tmp_path, capsys, monkeypatch) -> None:
