@@ -422,7 +422,10 @@ def test_another_salt_into_the_same_folder_is_refused(tmp_path, capsys) -> None:
     old = json.loads(info)
     del old["salt_check"]
     (tmp_path / "out" / "build.json").write_text(json.dumps(old))
-    assert run(tmp_path, [src], capsys, salt="first-salt-0123456789").code == 1
+    cfg = write_yaml(tmp_path / "sources.yaml",
+                     {"build": {"name": "M", "salt": "first-salt-0123456789"}, "sources": [src]})
+    assert main(["--sources", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert "without salted identifiers" in capsys.readouterr().err
 
 
 def test_salt_from_environment_is_not_written_anywhere(tmp_path, capsys, monkeypatch) -> None:
