@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-
 # A fixed key: splits (a function of the salted group) are the same in every test run.
 TEST_KEY = "5eed" * 16
 
