@@ -178,3 +178,21 @@ def test_seg_with_no_slice_on_disk(tmp_path: Path, capsys, on_error: str) -> Non
         ("liver", why)]
     assert {r["source"] for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").open())} \
         == {"liver_ok"}
+
+
+def test_dropped_segments_are_never_decoded(monkeypatch) -> None:
+    from gmai_build.converters import dicom_seg
+    from gmai_build.dicom_io import DicomError, read_series
+
+    real = realdata("dicom_seg_liver")
+    series = read_series(sorted((real / "ct").glob("*.dcm")))
+    seg = pydicom.dcmread(real / "seg" / "liver_seg.dcm")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a dropped segment's frame was decoded")
+
+    monkeypatch.setattr(dicom_seg, "pixel_array", boom)
+    assert dicom_seg.seg_masks(seg, series, real / "seg" / "liver_seg.dcm",
+                               wanted=lambda raw: raw != "Liver") == {}
+    with pytest.raises(DicomError, match="was decoded"):  # wanted: its frames are decoded
+        dicom_seg.seg_masks(seg, series, real / "seg" / "liver_seg.dcm")
