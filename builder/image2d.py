@@ -29,6 +29,15 @@ def over_budget(shape: tuple[int, ...], max_pixels: int) -> str | None:
     return None
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a 2D image file from its header alone (no pixel decoding)."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image: {exc}") from exc
+
+
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Pixel array of a 2D image file: HxW (grey, any bit depth) or HxWx3/4 (uint8 colour)."""
     try:

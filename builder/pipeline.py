@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .cases import CaseMaker, stable_id
-from .config import Config, SourceConfig
+from .config import BuildSettings, Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .converters.base import Note
 from .errors import BuildError, ConfigError
@@ -100,8 +100,9 @@ class SourceContext:
 
     def redact(self, exc: BuildError, item: Item | None = None) -> BuildError:
         known = item.paths if item is not None else ()
+        labels = {raw for it in self.items for raw in it.labels or ()}
         return redact_error(exc, self.privacy, self.config.root,
-                            self.config.identifying_paths, known, self.config.name)
+                            self.config.identifying_paths, known, self.config.name, labels)
 
     def entry(self, note: Note, item: Item | None = None) -> Entry:
         reason = self.redact(BuildError(note.reason, source=self.config.name), item).reason
@@ -115,6 +116,18 @@ def make_privacy(config: Config, show_paths: bool = False) -> Privacy:
     return Privacy(salt, show_paths)
 
 
+def configure_converter(conv: Converter, src: SourceConfig, build: BuildSettings,
+                        label_map: LabelMap | None) -> str:
+    """Give a converter the source's policies (build defaults, source overrides); returns the
+    source's on_error. Shared by the build and ``validate``, so both judge paths alike."""
+    on_error = src.on_error or build.on_error
+    conv.configure(on_error=on_error, allow_outside_root=src.allow_outside_root,
+                   max_pixels=src.max_pixels or build.max_pixels, max_voxels=build.max_voxels,
+                   wanted=None if label_map is None
+                   else (lambda raw, m=label_map: m.lookup(raw) is not None))
+    return on_error
+
+
 def prepare(
     config: Config, show_paths: bool = False
 ) -> tuple[Vocabulary, dict[str, SourceContext], QuestionPool]:
@@ -126,10 +139,7 @@ def prepare(
     for src in config.sources:
         label_map = LabelMap(src.label_map, src.name, vocab)
         conv = get_converter(src.format)(src.name, src.root, src.options)  # type: ignore[arg-type]
-        on_error = src.on_error or b.on_error
-        conv.configure(on_error=on_error, allow_outside_root=src.allow_outside_root,
-                       max_pixels=src.max_pixels or b.max_pixels, max_voxels=b.max_voxels,
-                       wanted=lambda raw, m=label_map: m.lookup(raw) is not None)
+        on_error = configure_converter(conv, src, b, label_map)
         contexts[src.name] = SourceContext(src, conv, label_map, CaseMaker(src, label_map),
                                            privacy, on_error)
     pool = QuestionPool(config.build.question_pool)

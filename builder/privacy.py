@@ -46,8 +46,6 @@ _UID = re.compile(
 _SAFE_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,6}){1,2}$")
 # A path component inside a message: name characters between separators.
 _WORD = re.compile(r"[\w.-]+")
-# Characters that end a path inside a message.
-_PATH_END = r"[^\s'\"`,;()\[\]{}<>]*"
 
 
 def default_key_file() -> Path:
@@ -146,29 +144,51 @@ class Privacy:
             return text
         src = source or ""
         names = names if isinstance(names, (set, frozenset)) else set(names)
-        # Names with characters a path word does not have (spaces, ...) are few: replaced first,
-        # one by one, so that neither the path pattern nor the word lookup cuts them apart.
-        for name in sorted((n for n in names if len(n) >= 3 and not _WORD.fullmatch(n)),
-                           key=len, reverse=True):
-            if name in text:
-                text = text.replace(name, self.file(src, name, hashed))
+        # Names with characters a path word does not have (spaces, ...) are few: inside a path
+        # they are one component, elsewhere they are replaced one by one.
+        spaced = sorted((n for n in names if len(n) >= 3 and not _WORD.fullmatch(n)),
+                        key=len, reverse=True)  # "a b", and relative paths "a/b.png"
+        component = "(?:" + "".join(re.escape(n) + "|" for n in spaced) + r"[^\s'\"`,;()\[\]{}<>/]+)"
         for root in sorted({str(r) for r in roots if str(r) not in ("", ".", "/")}, key=len,
                            reverse=True):
-            pattern = re.compile(re.escape(root) + r"(?:/" + _PATH_END + ")?")
-            text = pattern.sub(
-                lambda m, root=root: self.display(src, Path(root), m.group(0), hashed), text)
+            pattern = re.compile(re.escape(root) + r"(?:/" + component + ")*/?")
+
+            def path(m: re.Match[str], root: str = root) -> str:
+                found = m.group(0)
+                core = found.rstrip(":./")  # "file /x/a.png: reason" - punctuation stays
+                return self.display(src, Path(root), core, hashed) + found[len(core):]
+
+            text = pattern.sub(path, text)
+        for name in spaced:  # names with spaces, and relative paths a source named
+            if name in text:
+                text = text.replace(name, self.file(src, name, hashed))
         if names:
             # Other names: every word of name characters is looked up (fast for large trees).
             def word(m: re.Match[str]) -> str:
                 w = m.group(0)
                 core = w.strip(".-")  # a sentence's full stop is not part of the name
                 for cand in (w, core):
-                    if len(cand) >= 3 and cand in names:
+                    if len(cand) >= 3 and cand in names and _names_a_file(m, cand):
                         return w.replace(cand, self.file(src, cand, hashed), 1)
                 return w
 
             text = _WORD.sub(word, text)
         return _UID.sub(lambda m: self.uid(src, m.group(0)), text)
+
+
+def _names_a_file(m: re.Match[str], name: str) -> bool:
+    """Whether a word equal to a file or folder name stands for it in the message.
+
+    A plain lowercase word ("masks", "images", "series") is a file only inside a path or
+    quotes (``masks/a.png``, ``'masks'``): in prose it is the message's own word. Anything
+    else (digits, capitals, ``_``, a suffix) is treated as the name wherever it appears.
+    """
+    if not (name.isalpha() and name.islower()):
+        return True
+    text, start, end = m.string, m.start(), m.end()
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    return before in "/'\"" and before != "" or after in "/'\"" and after != ""
 
 
 def relative_to_root(path: Path, root: Path) -> str | None:
@@ -205,10 +225,13 @@ def names_under(root: Path, limit: int = 200_000) -> frozenset[str]:
 
 
 def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = True,
-                 known: Iterable[str] = (), default_source: str | None = None) -> BuildError:
+                 known: Iterable[str] = (), default_source: str | None = None,
+                 labels: Iterable[str] = ()) -> BuildError:
     """The same error with the file named by its token and the reason scrubbed.
 
-    ``default_source`` names the source when the error (raised by a reader) does not.
+    ``default_source`` names the source when the error (raised by a reader) does not;
+    ``labels`` are the source's raw labels: a class folder named like its label ("COVID") is
+    a label, published anyway, and stays readable in the message.
     """
     if exc.redacted:
         return exc
@@ -219,6 +242,8 @@ def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = T
     names = set(names_under(root)) if root.is_dir() else set()
     for rel in known:
         names.update(Path(rel).parts)
+        names.add(Path(rel).as_posix())  # named whole, by the token the outputs use
+    names.difference_update(labels)
     source = exc.source or default_source or ""
     reason = privacy.scrub(exc.reason, source, [root, root.resolve()], names, hashed)
     file = None
@@ -228,3 +253,31 @@ def redact_error(exc: BuildError, privacy: Privacy, root: Path, hashed: bool = T
     BuildError.__init__(new, reason, source=source or None, file=file)
     new.redacted = True
     return new
+
+
+_SOURCE_NAMED = re.compile(r"source '([^']+)'")
+
+
+def redact_lines(lines: list[str], roots: dict[str, tuple[Path, bool]], privacy: Privacy,
+                 known: dict[str, set[str]] | None = None,
+                 labels: dict[str, set[str]] | None = None) -> list[str]:
+    """Report lines (``validate``) with every source's paths, names and UIDs replaced.
+
+    ``roots`` maps source name -> (root, identifying_paths); ``known`` adds path components a
+    source named (a table row naming a file that does not exist is not under the root). A
+    line that names its source (``source 'NAME'``) is scrubbed for that source, with the
+    tokens the build uses; other lines for every source.
+    """
+    if privacy.show_paths:
+        return lines
+    names = {name: ((names_under(root) if root.is_dir() else frozenset())
+                    | frozenset((known or {}).get(name, ())))
+             - frozenset((labels or {}).get(name, ())) for name, (root, _) in roots.items()}
+    out = []
+    for line in lines:
+        m = _SOURCE_NAMED.search(line)
+        for name in ([m.group(1)] if m and m.group(1) in roots else list(roots)):
+            root, hashed = roots[name]
+            line = privacy.scrub(line, name, [root, root.resolve()], names[name], hashed)
+        out.append(line)
+    return out
