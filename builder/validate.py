@@ -192,7 +192,7 @@ def _check_files(converter: Converter, src: SourceConfig, items: list[Item],
             except BuildError as exc:  # the converter's own confinement refused it
                 problems.append(str(exc))
                 continue
-            if not _inside(path, folders):
+            if not src.allow_outside_root and not _inside(path, folders):
                 problems.append(f"source '{src.name}': file {path}: lies outside the source root "
                                 f"{src.root} (named by item '{item.key}')")
             elif not path.is_file():

@@ -503,3 +503,15 @@ def test_target_below_min_area_is_listed_once(tmp_path, capsys) -> None:
     reasons = r.reasons("skipped_samples")
     assert reasons.count("target '2' is smaller than slicing.min_area (16 pixels) on every "
                          "slice: not asked") == 1
+
+
+def test_validate_agrees_with_the_build_on_escapes(tmp_path, capsys) -> None:
+    outside = tmp_path / "outside.png"
+    arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
+    Image.fromarray(arrays["test_images"][0]).save(outside)
+    src = xray_table(tmp_path, ["../outside.png,normal"])
+    cfg = write_yaml(tmp_path / "sources.yaml", {"build": {"name": "M"}, "sources": [src]})
+    assert main(["validate", "--sources", str(cfg)]) == 1
+    assert "outside the source root" in capsys.readouterr().err
+    write_yaml(cfg, {"build": {"name": "M"}, "sources": [{**src, "allow_outside_root": True}]})
+    assert main(["validate", "--sources", str(cfg)]) == 0, capsys.readouterr().err
