@@ -515,3 +515,13 @@ def test_validate_agrees_with_the_build_on_escapes(tmp_path, capsys) -> None:
     assert "outside the source root" in capsys.readouterr().err
     write_yaml(cfg, {"build": {"name": "M"}, "sources": [{**src, "allow_outside_root": True}]})
     assert main(["validate", "--sources", str(cfg)]) == 0, capsys.readouterr().err
+
+
+def test_the_printed_summary_says_how_many_were_skipped(tmp_path, capsys) -> None:
+    src = xray_table(tmp_path, ["imgs/broken.png,normal"])
+    (Path(src["root"]) / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    write_yaml(tmp_path / "sources.yaml", {"build": {"name": "M", "on_error": "skip"},
+                                           "sources": [src]})
+    code = main(["--sources", str(tmp_path / "sources.yaml"), "--out", str(tmp_path / "o2")])
+    assert code == 0
+    assert "skipped: 1 samples or targets (files and reasons in summary.md)" in capsys.readouterr().out
