@@ -36,6 +36,9 @@ unreadable image in a CSV table        "cannot read image: ..."                 
   on_error: skip (build or source)     skipped "cannot read image: ..."              rest built
 missing_mask: skip / empty mask        skipped "no mask for this image               built
                                        (missing_mask: skip)" / "mask is empty"
+missing label volume                   "label volume for image ... not found"       exit 1
+  missing_label: skip                  skipped "no label volume for this image      built
+                                       (missing_label: skip)"
 target under slicing.min_area          skipped "target '2' is smaller than slicing.     built
                                        min_area (16 pixels) on every slice ..."
 box partly outside the image           note "1 box(es) clipped to the image"         built
@@ -44,6 +47,8 @@ another build.salt, same --out         "... was built with another salt ..."    
 output of a build without salted ids   "... built by a gmai-build without salted     exit 1
                                        identifiers ..."
 relative config + root with ../        (none)                                        built
+escape under validate                  "... outside the source root ..."            exit 1
+  with allow_outside_root: true        (none)                                        OK
 =====================================  ===========================================  ===========
 
 Privacy (point 1) is in test_privacy.py; RTSTRUCT/SEG on partial series (point 5) in
@@ -525,3 +530,14 @@ def test_the_printed_summary_says_how_many_were_skipped(tmp_path, capsys) -> Non
     code = main(["--sources", str(tmp_path / "sources.yaml"), "--out", str(tmp_path / "o2")])
     assert code == 0
     assert "skipped: 1 samples or targets (files and reasons in summary.md)" in capsys.readouterr().out
+
+
+def test_missing_label_volume_skip_is_listed(tmp_path, capsys) -> None:
+    src = nifti_project(tmp_path, n=3)
+    (Path(src["root"]) / "c2_label.nii.gz").unlink()
+    r = run(tmp_path, [src], capsys)
+    assert r.code == 1 and "label volume for image" in r.err and "not found" in r.err
+    src["options"]["missing_label"] = "skip"
+    r = run(tmp_path, [src], capsys)
+    assert r.code == 0
+    assert r.reasons("skipped_samples") == ["no label volume for this image (missing_label: skip)"]
