@@ -47,6 +47,13 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
 
+def add_path_flag(parser: argparse.ArgumentParser) -> None:
+    """``--show-paths``: messages name input files by path instead of token (terminal only)."""
+    parser.add_argument("--show-paths", action="store_true",
+                        help="name input files by their real paths in messages on this terminal "
+                        "(outputs always use tokens)")
+
+
 def quiet(args: argparse.Namespace) -> bool:
     """True under ``--quiet``, which also silences library warnings (e.g. DICOM readers')."""
     if getattr(args, "quiet", False):
@@ -69,6 +76,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--circular", action="store_true",
                    help="also write CircularEval copies (<name>_circular_*.tsv; build.circular)")
+    add_path_flag(p)
     add_output_flags(p)
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
@@ -90,7 +98,8 @@ def cmd_build(argv: list[str]) -> int:
         config.build.circular = True
     silent = quiet(args)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
-    summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None)
+    summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
+                    show_paths=args.show_paths)
     if not silent:
         print(short_summary(summary, config.build.name, Path(out)))
         print(coverage_lines(Path(out), short=True))
@@ -115,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except BuildError as exc:
         print(f"gmai-build: error: {exc}", file=sys.stderr)
+        if exc.redacted:
+            print("gmai-build: (input files are named by their tokens; add --show-paths to see "
+                  "their paths)", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: stop quietly. stdout is pointed at devnull so

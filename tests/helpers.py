@@ -85,3 +85,24 @@ def run_cli(*args: str, env: dict | None = None, block: tuple[str, ...] = (),
             "sys.exit(main(sys.argv[1:]))\n")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, **kwargs)
+
+
+# Privacy: outputs and messages name groups, samples and files by salted tokens. Builds in the
+# tests use the per-user key (conftest points it to a temporary file); these give the tokens a
+# test expects, from the raw values it knows.
+def privacy():
+    from gmai_build.privacy import Privacy, resolve_salt
+
+    return Privacy(resolve_salt(None)[0])
+
+
+def group_token(source: str, raw: str) -> str:
+    return privacy().group(source, raw)
+
+
+def sample_token(source: str, raw: str) -> str:
+    return privacy().sample_id(source, raw)
+
+
+def file_token(source: str, relative: str) -> str:
+    return privacy().file(source, relative)
