@@ -3,6 +3,7 @@
     gmai-build --sources sources.yaml --out build/
     gmai-build validate --sources sources.yaml
     gmai-build formats
+    gmai-build audit BUILD [--answers KEY]
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(argv[1:])
         if argv[:1] == ["formats"]:
             return _formats()
+        if argv[:1] == ["audit"]:
+            from .audit import main as audit_main
+
+            return audit_main(argv[1:])
         if argv[:1] == ["build"]:
             argv = argv[1:]
         args = _parser().parse_args(argv)
