@@ -25,8 +25,8 @@ from . import __version__
 from .cases import CaseMaker, stable_id
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
-from .errors import BuildError
 from .dedup import near_duplicate_pairs
+from .errors import BuildError
 from .questions import (
     AnswerBalance,
     DistractorPools,
@@ -46,10 +46,10 @@ from .writer import (
     TEST_COLUMNS,
     TSV_COLUMNS,
     ImageSpool,
+    answer_key_row,
     b64,
     publish,
     read_manifest,
-    answer_key_row,
     staging,
     summary_markdown,
     summary_tables,

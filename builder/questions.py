@@ -157,10 +157,14 @@ class Balancer:
 
 
 class AnswerBalance:
-    """Answer letters balanced per (source, split, option count): units never span sources, so
-    adding a source changes no other source's letters, and VAL and TEST are each balanced. Distractor counts are balanced per granularity
-    over the build, so each granularity's mean stays at GMAI-MMBench's expectation (3.5
-    options where candidates abound) instead of drifting with a few random draws."""
+    """Answer letters (and the answer's length rank) balanced per (source, split, option count);
+    distractor counts per granularity over the build.
+
+    A unit never spans sources, so within a source the shares stay within a question of uniform
+    whatever other sources do, and VAL and TEST are each balanced on their own. Counts cycle
+    so each granularity's mean stays at GMAI-MMBench's expectation (3.5 options where
+    candidates abound) instead of drifting with a few random draws.
+    """
 
     def __init__(self, split_of: Callable[[Case], str] = lambda c: "") -> None:
         self.letters = Balancer()
