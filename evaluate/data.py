@@ -175,8 +175,19 @@ def iter_metadata(
     yield from pd.read_csv(path, usecols=cols, chunksize=chunksize, **kwargs)
 
 
-def load_answer_key(path: str | Path) -> dict[Index, str]:
-    """Read a held-apart answer key: CSV or TSV with columns ``index,answer`` (either accepted)."""
+class AnswerKey(dict[Index, str]):
+    """index -> answer letter, plus the true group values the key holds (``groups``).
+
+    gmai-build's TEST key also carries ``category`` (the label), ``clinical VQA task`` and
+    ``department``, which TEST itself may not show; scores per group read them from here.
+    """
+
+    groups: dict[Index, dict[str, str]]
+
+
+def load_answer_key(path: str | Path) -> AnswerKey:
+    """Read a held-apart answer key: CSV or TSV with columns ``index,answer`` (either accepted)
+    and optionally group columns (``category``, ``clinical VQA task``, ``department``...)."""
     text_head = Path(path).open(encoding="utf-8", newline="").readline()
     sep = "\t" if "\t" in text_head else ","
     if sep == "," and ";" in text_head and "," not in text_head:
@@ -186,10 +197,14 @@ def load_answer_key(path: str | Path) -> dict[Index, str]:
     missing = {"index", "answer"} - set(frame.columns)
     if missing:
         raise ValueError(f"answer key {path} lacks column(s) {sorted(missing)}")
-    return {
-        normalize_index(i): str(a).strip() for i, a in zip(frame["index"], frame["answer"],
-                                                           strict=True)
-    }
+    key = AnswerKey(
+        (normalize_index(i), str(a).strip())
+        for i, a in zip(frame["index"], frame["answer"], strict=True)
+    )
+    extra = [c for c in GROUP_COLUMNS if c in frame.columns]
+    key.groups = {normalize_index(rec["index"]): {c: str(rec[c]) for c in extra}
+                  for rec in frame[["index", *extra]].to_dict("records")} if extra else {}
+    return key
 
 
 def answer_counts(path: str | Path, answers: dict[Index, str] | None = None) -> dict[str, int]:

@@ -52,6 +52,7 @@ def collect(data: str | Path, pred_dir: str | Path, answers: dict[Index, str] | 
     """One row per question: answer, prediction, method, correct, and the group columns."""
     records = best_records(prediction_files(Path(pred_dir)))
     sources = manifest_sources(data)
+    key_groups = getattr(answers, "groups", None) or {}  # true category etc. from the key
     rows = []
     for chunk in iter_metadata(data, keep_na_text=keep_na_text):
         groups = [c for c in GROUP_COLUMNS if c in chunk.columns]
@@ -61,6 +62,7 @@ def collect(data: str | Path, pred_dir: str | Path, answers: dict[Index, str] | 
                 rec["source"] = sources.get(index)
                 if "source" not in groups:
                     groups.append("source")
+            rec.update(key_groups.get(index, {}))
             answer = answers.get(index) if answers is not None else None
             if answer is None and not is_missing(rec.get("answer")):
                 answer = str(rec["answer"]).strip()
