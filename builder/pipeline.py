@@ -341,7 +341,8 @@ def make_questions(
         if cap_family(c.granularity) == "segmentation":
             partners.setdefault(c.pair_id, questions[-1])
     reused_ids = {c.case_id for c in reused}
-    for c in selected:
+    # Sources in name order, not config order: reordering sources.yaml changes no question.
+    for c in sorted(selected, key=lambda c: c.source):
         if c.case_id in reused_ids:
             continue
         q = make_question(c, pools, pool, b.seed, b.options, balance,
@@ -353,6 +354,9 @@ def make_questions(
         if cap_family(c.granularity) == "segmentation":
             partners.setdefault(c.pair_id, q)
     check_every_source_asks(config, questions, cases, skipped)
+    if not questions:
+        raise BuildError("no question could be made: every source yields none ("
+                         + "; ".join(f"{k} x{n}" for k, n in sorted(skipped.items())) + ")")
     return questions, reused_ids, skipped
 
 

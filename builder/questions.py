@@ -219,6 +219,7 @@ class DistractorPools:
         self.vocab = vocab
         self.relations = relations or load_relations()
         self.fallback = pool.vocabulary_fallback
+        self._vocab_tiers: dict[tuple[str, ...], list[list[str]]] = {}
 
     def related(self, a: str, b: str) -> str | None:
         return self.relations.relation(a, b)
@@ -246,15 +247,24 @@ class DistractorPools:
         if not self.fallback:
             return [primary]
         taken = set(primary)
+        return [primary, *([x for x in tier if x not in taken and x not in excluded]
+                           for tier in self._vocabulary_tiers(case))]
 
-        def good(x: str) -> bool:
-            return x not in taken and ok(x) and not _shares_word(x, case.label)
+    def _vocabulary_tiers(self, case: Case) -> list[list[str]]:
+        """The vocabulary's candidates for a case's answer, task, modality and department:
+        same modality first, then any modality; each by closeness (memoised: many cases)."""
+        key = (case.label, case.task, case.modality, case.department)
+        if key not in self._vocab_tiers:
 
-        same_modality = [x for x in self.vocab.labels_for(case.task, case.modality) if good(x)]
-        taken.update(same_modality)
-        any_modality = [x for x in self.vocab.labels_for(case.task, None) if good(x)]
-        return [primary, *self._by_closeness(case, same_modality),
-                *self._by_closeness(case, any_modality)]
+            def good(x: str) -> bool:
+                return not self.related(case.label, x) and not _shares_word(x, case.label)
+
+            same = [x for x in self.vocab.labels_for(case.task, case.modality) if good(x)]
+            others = [x for x in self.vocab.labels_for(case.task, None)
+                      if good(x) and x not in set(same)]
+            self._vocab_tiers[key] = [*self._by_closeness(case, same),
+                                      *self._by_closeness(case, others)]
+        return self._vocab_tiers[key]
 
     def _by_closeness(self, case: Case, labels: list[str]) -> list[list[str]]:
         """Same body region and department first, then same region, then same department."""

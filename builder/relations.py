@@ -46,6 +46,7 @@ class Relations:
     display: dict[str, str] = field(default_factory=dict)  # folded first -> its text
     parents: dict[str, dict[str, str]] = field(default_factory=dict)  # child -> parent -> kind
     regions: list[tuple[str, str]] = field(default_factory=list)  # (stem, region), in order
+    _memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_yaml(cls, path: Path = RELATIONS_FILE) -> Relations:
@@ -83,10 +84,19 @@ class Relations:
 
     def ancestors(self, text: str) -> dict[str, str]:
         """Every whole and parent kind of a label (transitively), with the first edge's kind."""
-        return dict(_ancestors(self, self.key(text)))
+        memo = ("ancestors", text)
+        if memo not in self._memo:
+            self._memo[memo] = dict(_ancestors(self, self.key(text)))
+        return self._memo[memo]
 
     def relation(self, a: str, b: str) -> str | None:
         """Why ``a`` and ``b`` cannot both be options of one question, or None when they can."""
+        memo = (a, b)
+        if memo not in self._memo:
+            self._memo[memo] = self._relation(a, b)
+        return self._memo[memo]
+
+    def _relation(self, a: str, b: str) -> str | None:
         if normalize_key(a) == normalize_key(b):
             return "same label"
         if fold(a) == fold(b):
@@ -104,11 +114,12 @@ class Relations:
 
     def region(self, label: str) -> str | None:
         """The body region (or scale: blood, cell) of a label, from its first matching stem."""
-        text = f" {self.key(label)} "
-        for stem, region in self.regions:
-            if f" {stem}" in text:
-                return region
-        return None
+        memo = ("region", label)
+        if memo not in self._memo:
+            text = f" {self.key(label)} "
+            self._memo[memo] = next(
+                (region for stem, region in self.regions if f" {stem}" in text), None)
+        return self._memo[memo]
 
 
 def _mapping(data: dict[str, Any], key: str, path: Path) -> dict[str, list[str]]:
