@@ -109,9 +109,13 @@ class CaseMaker:
         return self._hashed[1]
 
     def too_small(self, width: float, height: float, area: float) -> str:
-        """The reason a marked area is not fit to ask about, or "" when it is."""
+        """The reason a marked area is not fit to ask about, or "" when it is.
+
+        Thickness is the smaller side of the bounding box and, for a mask, its mean width
+        (area / longer side), so a 1-pixel diagonal line is as thin as a 1-pixel row.
+        """
         lim = self.source.targets
-        if min(width, height) < lim.min_extent:
+        if min(width, height, area / max(width, height, 1)) < lim.min_extent:
             return f"marked area thinner than {lim.min_extent} px"
         if area < lim.min_area:
             return f"marked area below {lim.min_area} px"
