@@ -108,12 +108,16 @@ class CaseMaker:
             self._hashed = (s, image_phash(s.rgb))
         return self._hashed[1]
 
-    def too_small(self, width: float, height: float, area: float) -> str:
+    def too_small(self, s: Slice2D, width: float, height: float, area: float) -> str:
         """The reason a marked area is not fit to ask about, or "" when it is.
 
-        Thickness is the smaller side of the bounding box and, for a mask, its mean width
-        (area / longer side), so a 1-pixel diagonal line is as thin as a 1-pixel row.
+        Sizes count pixels of the image before any upscaling (a 1-pixel sliver stays one
+        pixel of information however large it is drawn). Thickness is the smaller side of the
+        bounding box and, for a mask, its mean width (area / longer side), so a 1-pixel
+        diagonal line is as thin as a 1-pixel row.
         """
+        sy, sx = s.extra.get("min_side_scale", (1.0, 1.0))
+        width, height, area = width / sx, height / sy, area / (sx * sy)
         lim = self.source.targets
         if min(width, height, area / max(width, height, 1)) < lim.min_extent:
             return f"marked area thinner than {lim.min_extent} px"
@@ -173,7 +177,7 @@ class CaseMaker:
                 "mask_bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
             }
             x0, y0, x1, y1 = region["mask_bbox"]
-            small = self.too_small(x1 - x0, y1 - y0, region["mask_area"])
+            small = self.too_small(s, x1 - x0, y1 - y0, region["mask_area"])
             if s.extra.get("target_slices"):
                 region["slice_policy"] = s.extra["target_slices"].get(raw)
             others = tuple(x for x in all_labels if x != label and _overlaps(mask, merged[x][2]))
@@ -202,7 +206,7 @@ class CaseMaker:
                 s, std, raw, BOX_LEVEL, lambda box=box: encode_png(draw_box(s.rgb, *box_xyxy(box))),
                 region,
                 f"component:{x},{y},{w},{h}", s.original_task, others,
-                skipped=self.too_small(w, h, w * h),
+                skipped=self.too_small(s, w, h, w * h),
             )
 
     def _boxes(self, s: Slice2D) -> Iterator[Case]:
@@ -218,7 +222,7 @@ class CaseMaker:
             ambiguous = any(box_iou(box, b) > AMBIGUOUS_BOX_IOU for b, _ in others)
             covering = tuple(sorted({label for b, label in others if box_coverage(box, b) > limit}))
             region = {"box": [round(v, 2) for v in box_xyxy(box)]}
-            small = self.too_small(box.x1 - box.x0, box.y1 - box.y0, box.area)
+            small = self.too_small(s, box.x1 - box.x0, box.y1 - box.y0, box.area)
             yield self._case(
                 s, std, box.raw_label, BOX_LEVEL,
                 lambda box=box: encode_png(draw_box(s.rgb, *box_xyxy(box))),

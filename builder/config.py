@@ -86,7 +86,7 @@ class SlicingConfig(Strict):
 
 
 class TargetLimits(Strict):
-    """Which marked areas are fit to ask about, in pixels of the published image.
+    """Which marked areas are fit to ask about, in pixels of the image before upscaling.
 
     A mask or box below ``min_area`` pixels or thinner than ``min_extent`` pixels in either
     direction is not asked about (a 1-pixel sliver of a segment is no question); such cases

@@ -57,19 +57,22 @@ def limit_side(s: Slice2D, max_side: int | None) -> Slice2D:
     return s
 
 
+UPSCALE_MAX_SIDE = 2048
+
+
 def raise_side(s: Slice2D, min_side: int, max_side: int | None) -> Slice2D:
     """Upscale a slice whose shorter side is below ``min_side`` (a 28x28 MedMNIST image).
 
     Done before any overlay is drawn, so boxes and outlines are drawn at the published size
     and stay one crisp line; the image is resampled bicubically, masks with nearest-exact on
-    the same output size, boxes scaled. Never beyond ``max_side``. The scale is recorded.
+    the same output size, boxes scaled. The longer side never exceeds ``max_side`` (or
+    UPSCALE_MAX_SIDE: a 3-slice volume cut coronally is a strip, not worth 28,000 pixels).
+    The scale is recorded.
     """
     h, w = s.rgb.shape[:2]
     if min(h, w) >= min_side:
         return s
-    f = min_side / min(h, w)
-    if max_side is not None:
-        f = min(f, max_side / max(h, w))
+    f = min(min_side / min(h, w), (max_side or UPSCALE_MAX_SIDE) / max(h, w))
     if f <= 1:
         return s
     size = (max(1, round(w * f)), max(1, round(h * f)))  # cv2: (width, height)

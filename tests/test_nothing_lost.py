@@ -75,8 +75,10 @@ def test_single_label_source_on_a_modality_without_other_labels(tmp_path: Path) 
 
 
 def test_a_source_that_yields_no_question_is_an_error_unless_allowed(tmp_path: Path, capsys) -> None:
-    sliver = np.zeros((256, 256), np.uint8)
-    sliver[100, 50:167] = 1  # 1 pixel high, 117 long: not fit to ask about
+    # A strip of image (a few-slice volume cut coronally is one) with a 1-pixel-high, 117-long
+    # sliver: upscaled to be seen, but still one pixel of information, so not asked about.
+    sliver = np.zeros((8, 256), np.uint8)
+    sliver[4, 50:167] = 1
     mask_source(tmp_path / "thin", 3, sliver)
     mask_source(tmp_path / "good", 3, blob(), seed0=50)
     write_yaml(tmp_path / "m.yaml", {"labels": {"1": "liver"}})
@@ -160,7 +162,7 @@ def test_small_images_are_upscaled_before_the_overlay(tmp_path: Path) -> None:
         "<annotation><filename>a.png</filename><size><width>64</width><height>64</height>"
         "<depth>3</depth></size><object><name>WBC</name><bndbox><xmin>17</xmin><ymin>17</ymin>"
         "<xmax>48</xmax><ymax>48</ymax></bndbox></object><object><name>RBC</name><bndbox>"
-        "<xmin>1</xmin><ymin>1</ymin><xmax>8</xmax><ymax>8</ymax></bndbox></object></annotation>")
+        "<xmin>1</xmin><ymin>1</ymin><xmax>7</xmax><ymax>7</ymax></bndbox></object></annotation>")
     cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "UP"}, "sources": [
         {"name": "up", "format": "voc", "root": "boxes", "modality": "Microscopy",
          "label_map": "bccd", **CITE, "allow_no_questions": False}]})
@@ -177,8 +179,10 @@ def test_small_images_are_upscaled_before_the_overlay(tmp_path: Path) -> None:
     ys, xs = np.nonzero(red)
     assert (xs.min(), ys.min(), xs.max(), ys.max()) == (56, 56, 167, 167)
     assert red[56, 56:168].all() and not red[57, 60:160].any()  # one crisp line, hollow inside
-    # The 7x7 RBC box is 24.5 px after upscaling: asked about too, not lost.
-    assert any(r["category"] == "red blood cell" for r in records)
+    # The 7x7 RBC box is 24.5 px wide once drawn, but 49 source pixels: not asked, counted.
+    assert not any(r["category"] == "red blood cell" for r in records)
+    summary = (tmp_path / "out" / "summary.json").read_text()
+    assert '"up: marked area below 64 px": 1' in summary
 
 
 def test_a_diagonal_line_is_too_thin_and_the_error_names_the_source(tmp_path: Path) -> None:
