@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from .dedup import DEFAULT_MAX_DISTANCE
 from .errors import BuildError
 
 LETTERS = "ABCDE"
@@ -317,7 +318,8 @@ def score(questions: list[AuditQuestion], name: str, rule: Solver) -> Baseline:
 
 # The audit ----------------------------------------------------------------------------------
 def audit(questions: list[AuditQuestion], margin: float = DEFAULT_MARGIN,
-          min_questions: int = DEFAULT_MIN_QUESTIONS, max_distance: int = 4) -> AuditReport:
+          min_questions: int = DEFAULT_MIN_QUESTIONS,
+          max_distance: int = DEFAULT_MAX_DISTANCE) -> AuditReport:
     report = AuditReport()
     rules = fixed_rules(questions)
     rules["option placed like the row's task/department"] = metadata_rule()
@@ -458,8 +460,9 @@ def main(argv: list[str]) -> int:
                    help="points above chance a blind baseline may score (default 3)")
     p.add_argument("--min-questions", type=int, default=DEFAULT_MIN_QUESTIONS,
                    help="questions a scope needs before it can fail (default 100)")
-    p.add_argument("--max-distance", type=int, default=4,
-                   help="perceptual-hash bits two near-duplicate images may differ in")
+    p.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE,
+                   help="bits (of 256) two near-duplicate images' perceptual hashes may differ "
+                   f"in (default {DEFAULT_MAX_DISTANCE}, as the build)")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = p.parse_args(argv)
     questions, notes = load_questions(args.build, args.answers)

@@ -162,7 +162,7 @@ class BuildSettings(Strict):
     workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
     question_pool: Path | None = None
     near_duplicate_distance: int = Field(
-        default=4, ge=0, le=32, description="max Hamming distance (of 64 bits) between the "
+        default=32, ge=0, le=128, description="max Hamming distance (of 256 bits) between the "
         "perceptual hashes of two images that count as near duplicates across VAL/TEST"
     )
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
