@@ -113,9 +113,9 @@ def _to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     for raw, m in targets.items():
         if m.shape[:2] != rgb.shape[:2]:
             raise ValueError(f"mask '{raw}' shape {m.shape} differs from image {rgb.shape[:2]}")
-    targets = {
-        raw: m for raw, m in targets.items() if int(m.sum()) >= source.slicing.min_area
-    }
+    # Every non-empty target goes on: one too small to ask about becomes a case that is
+    # counted as skipped (cases.py, ``source.targets``), never a silent loss.
+    targets = {raw: m for raw, m in targets.items() if m.any()}
     task = SEG_2D if (targets or sample.label_mask is not None) else DET_2D if sample.boxes else CLS_2D
     return [
         Slice2D(

@@ -168,3 +168,34 @@ def test_realdata_example_passes_the_audit(tmp_path: Path, monkeypatch, capsys) 
     truth = {r["index"]: r["category"] for r in records}
     assert all(truth[i] == c for i, c in zip(key["index"], key["category"]))
     assert np.mean([t != c for t, c in zip(test["category"], key["category"])]) == 1.0
+
+
+def two_sources(tmp_path: Path) -> tuple[dict, dict]:
+    for name, seed in (("a", 0), ("b", 5000)):
+        for k, cls in enumerate(("normal", "pneumonia")):
+            for i in range(15):
+                noise_png(tmp_path / name / cls / f"{i}.png", seed + 100 * k + i)
+    src = {"format": "folder_per_class", "modality": "X-ray",
+           "label_map": "pneumoniamnist_names.yaml", **CITE}
+    return {"name": "a", "root": "a", **src}, {"name": "b", "root": "b", **src}
+
+
+def by_case(out: Path) -> dict[str, tuple]:
+    return {r["case_id"]: (r["index"], r["options"], r["answer"], r["split"])
+            for r in read_manifest(out)}
+
+
+def test_source_order_and_added_sources_change_no_other_question(tmp_path: Path) -> None:
+    a, b = two_sources(tmp_path)
+    ab = write_yaml(tmp_path / "ab.yaml", {"build": {"name": "O"}, "sources": [a, b]})
+    ba = write_yaml(tmp_path / "ba.yaml", {"build": {"name": "O"}, "sources": [b, a]})
+    only_a = write_yaml(tmp_path / "a.yaml", {"build": {"name": "O"}, "sources": [a]})
+    assert run_build(ab, tmp_path / "ab") == 0 and run_build(ba, tmp_path / "ba") == 0
+    assert by_case(tmp_path / "ab") == by_case(tmp_path / "ba")  # config order is irrelevant
+    # Incremental: build a, then add b into the same folder: a's questions stay exactly.
+    assert run_build(only_a, tmp_path / "inc") == 0
+    before = by_case(tmp_path / "inc")
+    assert run_build(ab, tmp_path / "inc") == 0
+    after = by_case(tmp_path / "inc")
+    assert len(after) == 2 * len(before)
+    assert all(after[k] == v for k, v in before.items())
