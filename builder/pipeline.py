@@ -379,21 +379,22 @@ def plan_split(
     images: dict[tuple[str, str, str], Case] = {}  # one entry per distinct picture
     for c in selected:
         images.setdefault((c.source, c.group, c.phash), c)
-    firsts = list(images.values())
+    firsts = [images[k] for k in sorted(images)]
     pairs = near_duplicate_pairs([c.phash for c in firsts],
                                  [(c.source, c.group) for c in firsts], b.near_duplicate_distance)
     links = [((firsts[i].source, firsts[i].group), (firsts[j].source, firsts[j].group))
              for i, j, _ in pairs]
     before = {(r["source"], r["group"]): r["split"] for r in previous.values()}
     plan = assign_splits({(c.source, c.group) for c in selected}, b.val_fraction, before, links)
+    # The report names questions by case id here and by index once numbered: never by sample
+    # id or group, which may be identifying folder names.
     report = {
         "val_fraction": b.val_fraction,
         "near_duplicates": [
-            {"a_case": firsts[i].case_id, "b_case": firsts[j].case_id, "distance": d,
-             "a_sample": firsts[i].sample_id, "b_sample": firsts[j].sample_id}
+            {"a_case": firsts[i].case_id, "b_case": firsts[j].case_id, "distance": d}
             for i, j, d in pairs
         ],
-        "kept_together": [[f"{s}/{g}" for s, g in unit] for unit in plan.together],
+        "kept_together": [list(unit) for unit in plan.together],
     }
     return plan.splits, report
 
@@ -442,10 +443,15 @@ def number_and_split(
         per_source.setdefault(src, {"VAL": 0, "TEST": 0})[split] += 1
     n_val = sum(v == VAL for v in asked.values())
     pairs = [{"a": index_of.get(p["a_case"]), "b": index_of.get(p["b_case"]),
-              "distance": p["distance"], "a_sample": p["a_sample"], "b_sample": p["b_sample"]}
-             for p in report["near_duplicates"]]
+              "distance": p["distance"]} for p in report["near_duplicates"]]
+    first_index: dict[tuple[str, str], int] = {}
+    for r in records:
+        first_index.setdefault((r["source"], r["group"]), r["index"])
+    together = [sorted(first_index[tuple(g)] for g in unit if tuple(g) in first_index)
+                for unit in report["kept_together"]]
     return records, {
         **report,
+        "kept_together": [t for t in together if len(t) > 1],
         "groups": len(asked),
         "val_groups": n_val,
         "val_share_groups": round(100 * n_val / max(1, len(asked)), 2),

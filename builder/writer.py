@@ -23,7 +23,12 @@ from collections import Counter
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .taxonomy import FROM_SOURCE
+
+if TYPE_CHECKING:
+    from .taxonomy import Vocabulary
 
 TSV_COLUMNS = [
     "index", "question", "A", "B", "C", "D", "E", "answer", "category", "clinical VQA task",
@@ -118,7 +123,7 @@ def publish(stage: Path, out_dir: Path, names: list[str]) -> None:
         os.replace(stage / name, out_dir / name)
 
 
-def test_views(records: list[dict[str, Any]], vocab: Any) -> None:
+def test_views(records: list[dict[str, Any]], vocab: Vocabulary) -> None:
     """Set each record's ``test_view``: the values its TEST row shows in place of the truth.
 
     An option's task and department are what the build gave that label (as an answer) or else
@@ -133,7 +138,7 @@ def test_views(records: list[dict[str, Any]], vocab: Any) -> None:
         if label in placed:
             return placed[label]
         entry = vocab.resolve(label)
-        if entry is None or entry.placement(modality)[1] == "from_source":
+        if entry is None or entry.placement(modality)[1] == FROM_SOURCE:
             return None
         return entry.placement(modality)
 
@@ -219,7 +224,8 @@ def summary_markdown(summary: dict[str, Any], name: str) -> str:
                   f"Near-duplicate image pairs across groups: {len(split['near_duplicates'])}"]
         lines += [f"- index {p['a']} ~ index {p['b']} (distance {p['distance']})"
                   for p in split["near_duplicates"][:50]]
-        lines += [f"- kept in one split: {', '.join(u)}" for u in split["kept_together"][:50]]
+        lines += [f"- kept in one split: the groups of questions {', '.join(map(str, u))}"
+                  for u in split["kept_together"][:50]]
     for title in ("clinical VQA task", "department", "modality", "perceptual granularity",
                   "original task", "source"):
         lines += ["", f"## By {title}", "", f"| {title} | VAL | TEST | total |", "|---|---:|---:|---:|"]

@@ -83,8 +83,10 @@ def test_duplicate_images_across_sources_land_in_one_split(tmp_path: Path) -> No
     for i, copy in enumerate(copies):
         assert split_of_sample[("a", f"normal/p{i}.png")] == split_of_sample[("b", copy)]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["split"]
-    pairs = {(p["a_sample"], p["b_sample"]) for p in summary["near_duplicates"]}
+    sample = {r["index"]: r["sample_id"] for r in records}
+    pairs = {(sample[p["a"]], sample[p["b"]]) for p in summary["near_duplicates"]}
     assert {(f"normal/p{i}.png", copy) for i, copy in enumerate(copies)} <= pairs
+    assert "p0.png" not in (tmp_path / "out" / "summary.md").read_text()  # indices, not names
     assert len(summary["kept_together"]) >= 6
     assert abs(summary["val_share_groups"] - 30) <= 3
     report = tmp_path / "audit.json"
