@@ -180,7 +180,7 @@ class AnswerBalance:
 
     @staticmethod
     def count_unit(case: Case) -> tuple[str, ...]:
-        return (case.granularity,)
+        return ("*", case.granularity)  # every source together
 
     def record(self, case: Case, options: list[str], answer: str, partner: bool = False) -> None:
         n = len(options)

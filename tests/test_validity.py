@@ -217,3 +217,29 @@ def test_placement_by_modality_and_explicit_choices(tmp_path: Path) -> None:
     # validate's warning: labels used on a modality the vocabulary does not list for them.
     assert xray.unlisted_modality_labels() == ["invasive carcinoma"]
     assert micro.unlisted_modality_labels() == ["fibrosis"]
+
+
+def test_test_rows_show_no_column_that_points_at_the_answer() -> None:
+    """TEST's category is the task; task / department only where every option shares them."""
+    from gmai_build.writer import HIDDEN_TASK, test_views
+
+    def rec(label: str, options: list[str], task: str, dept: str) -> dict:
+        return {"category": label, "options": options, "task": task, "department": dept,
+                "modality": "CT"}
+
+    records = [
+        rec("spleen", ["liver", "spleen"], "Organ Recognition - Abdomen", "General Surgery"),
+        rec("liver", ["liver", "spleen"], "Organ Recognition - Abdomen",
+            "Gastroenterology and Hepatology"),
+        rec("pneumonia", ["normal", "pneumonia"], "Disease Diagnosis", "Pulmonary Medicine"),
+        rec("normal", ["normal", "pneumonia"], "Disease Diagnosis", "Pulmonary Medicine"),
+        rec("kidney", ["kidney", "lung nodule"], "Organ Recognition - Abdomen", "Urology"),
+    ]
+    test_views(records, load_vocabulary())
+    views = [r["test_view"] for r in records]
+    assert views[0] == {"category": "Organ Recognition - Abdomen",
+                        "clinical VQA task": "Organ Recognition - Abdomen", "department": ""}
+    assert views[2]["department"] == "Pulmonary Medicine"  # both options share it
+    assert views[4] == {"category": HIDDEN_TASK, "clinical VQA task": "", "department": ""}
+    for r, v in zip(records, views):
+        assert v["category"] and v["category"] not in r["options"]
