@@ -145,6 +145,20 @@ def test_audit_command_on_a_built_benchmark(tmp_path: Path, capsys) -> None:
     assert "no such build folder" in capsys.readouterr().err
 
 
+def vlmevalkit_group_tables(df: pd.DataFrame) -> dict[str, dict]:
+    """VLMEvalKit's grouping for GMAI-MMBench, as in vlmeval/dataset/image_mcq.py
+    (GMAIMMBenchDataset.report_acc_by_groups) and utils/multiple_choice.py (report_acc):
+    lower-cased columns, ``sorted(set(df[group]))`` for category, NaN -> 'None' for the rest."""
+    df = df.rename(columns=str.lower)
+    tables = {}
+    abilities = sorted(set(df["category"]))  # report_acc: a NaN here would raise TypeError
+    tables["category"] = {ab: df[df["category"] == ab]["hit"].mean() for ab in abilities}
+    for group in ("clinical vqa task", "department", "perceptual granularity"):
+        values = ["None" if isinstance(v, float) and pd.isna(v) else v for v in set(df[group])]
+        tables[group] = {v: df[df[group] == v]["hit"].mean() for v in sorted(values)}
+    return tables
+
+
 def test_realdata_example_passes_the_audit(tmp_path: Path, monkeypatch, capsys) -> None:
     """The issue's measurement: letters per option count, options per granularity, VAL share,
     TEST columns, blind baselines at chance."""
@@ -170,6 +184,13 @@ def test_realdata_example_passes_the_audit(tmp_path: Path, monkeypatch, capsys) 
     truth = {r["index"]: r["category"] for r in records}
     assert all(truth[i] == c for i, c in zip(key["index"], key["category"]))
     assert np.mean([t != c for t, c in zip(test["category"], key["category"])]) == 1.0
+    # VLMEvalKit groups both TSVs (category, task, department, granularity) without crashing.
+    for tsv in (next(out.glob("*_VAL.tsv")), next(out.glob("*_TEST.tsv"))):
+        df = pd.read_csv(tsv, sep="\t")  # VLMEvalKit's load() for .tsv
+        df["hit"] = np.arange(len(df)) % 2
+        tables = vlmevalkit_group_tables(df)
+        assert all(tables.values())
+    assert set(tables["category"]) <= {r["task"] for r in records} | {"(task not shown)"}
 
 
 def two_sources(tmp_path: Path) -> tuple[dict, dict]:
@@ -201,3 +222,4 @@ def test_source_order_and_added_sources_change_no_other_question(tmp_path: Path)
     after = by_case(tmp_path / "inc")
     assert len(after) == 2 * len(before)
     assert all(after[k] == v for k, v in before.items())
+
