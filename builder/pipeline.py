@@ -337,7 +337,7 @@ def make_questions(
     partners: dict[str, Question] = {}
     for c in reused:
         questions.append(reuse_question(c, previous[c.case_id], balance,
-                                        partner=c.pair_id in partners))
+                                        partner=c.pair_id in partners, pools=pools))
         if cap_family(c.granularity) == "segmentation":
             partners.setdefault(c.pair_id, questions[-1])
     reused_ids = {c.case_id for c in reused}

@@ -220,6 +220,20 @@ class DistractorPools:
         self.relations = relations or load_relations()
         self.fallback = pool.vocabulary_fallback
         self._vocab_tiers: dict[tuple[str, ...], list[list[str]]] = {}
+        # How often each label is an answer and a distractor so far: a label offered as a
+        # distractor much more often than it is right would let a solver that learnt label
+        # frequencies rule it out, so the least-offered candidates (per answer) come first.
+        self.answered: Counter[str] = Counter()
+        self.offered: Counter[str] = Counter()
+
+    def order(self, tier: list[str], rng: random.Random) -> list[str]:
+        """A tier's candidates, least offered per time answered first (ties: random)."""
+        shuffled = rng.sample(tier, len(tier))
+        return sorted(shuffled, key=lambda x: self.offered[x] / (1 + self.answered[x]))
+
+    def record(self, answer: str, options: list[str]) -> None:
+        self.answered[answer] += 1
+        self.offered.update(o for o in options if o != answer)
 
     def related(self, a: str, b: str) -> str | None:
         return self.relations.relation(a, b)
@@ -329,6 +343,7 @@ def make_question(
     text = template.render(case.modality)
     if partner is not None:
         balance.record(case, partner.options, partner.answer, partner=True)
+        pools.record(case.label, partner.options)
         return Question(case, template.id, text, list(partner.options), partner.answer)
     tiers = pools.candidates(case)
     available = sum(len(t) for t in tiers)
@@ -339,7 +354,7 @@ def make_question(
     # Counts cycle 4, 3, 2, 1 (within what is available): any run of questions averages at
     # least GMAI-MMBench's expected 2.5 distractors, however few questions a granularity has.
     target = balance.counts.take(balance.count_unit(case), range(lo, hi + 1), None)
-    ordered = [x for tier in tiers for x in rng.sample(tier, len(tier))]
+    ordered = [x for tier in tiers for x in pools.order(tier, rng)]
     rank_unit = balance.rank_unit(case, target + 1)
     shorter = balance.ranks.take(rank_unit, range(target + 1), rng)
     distractors = pick_distractors(case.label, ordered, target, shorter, pools.related)
@@ -349,11 +364,14 @@ def make_question(
     letter = balance.letters.take(balance.letter_unit(case, n), LETTERS[:n], rng)
     options = list(distractors)
     options.insert(LETTERS.index(letter), case.label)
+    pools.record(case.label, options)
     return Question(case, template.id, text, options, letter)
 
 
 def reuse_question(case: Case, record: dict[str, Any], balance: AnswerBalance,
-                   partner: bool = False) -> Question:
+                   partner: bool = False, pools: DistractorPools | None = None) -> Question:
     """The question of a previous build, unchanged (stable identity across rebuilds)."""
     balance.record(case, record["options"], record["answer"], partner)
+    if pools is not None:
+        pools.record(case.label, record["options"])
     return Question(case, record["template_id"], record["question"], record["options"], record["answer"])

@@ -127,6 +127,16 @@ def test_audit_finds_length_leaks_column_leaks_related_options_and_cross_split_t
     assert audit(twins).near_duplicates[0]["distance"] == 1
 
 
+def test_learnt_label_prior_is_reported_and_gated_only_when_strict() -> None:
+    """Options filled from the vocabulary are never answers: a solver trained on VAL learns it."""
+    qs = [q(i, "AB"[i % 2], [["liver", "cecum"], ["pylorus", "liver"]][i % 2],
+            split="VAL" if i < 100 else "TEST") for i in range(200)]
+    report = audit(qs)
+    prior = next(b for b in report.baselines["TEST"] if b.name.startswith("answer prior"))
+    assert prior.accuracy == 100.0 and report.failures == []
+    assert any("answer prior" in f for f in audit(qs, strict=True).failures)
+
+
 def test_audit_command_on_a_built_benchmark(tmp_path: Path, capsys) -> None:
     out = tmp_path / "build"
     assert run_build(REPO / "examples" / "sources.yaml", out) == 0
