@@ -129,7 +129,7 @@ def test_audit_finds_length_leaks_column_leaks_related_options_and_cross_split_t
 
 def test_learnt_label_prior_is_reported_and_gated_only_when_strict() -> None:
     """Options filled from the vocabulary are never answers: a solver trained on VAL learns it."""
-    qs = [q(i, "AB"[i % 2], [["liver", "cecum"], ["pylorus", "liver"]][i % 2],
+    qs = [q(i, "AB"[i % 2], [["liver", "cecum"], ["aorta", "liver"]][i % 2],
             split="VAL" if i < 100 else "TEST") for i in range(200)]
     report = audit(qs)
     prior = next(b for b in report.baselines["TEST"] if b.name.startswith("answer prior"))
