@@ -28,7 +28,7 @@ from .config import OptionCount
 from .errors import ConfigError
 from .relations import Relations, load_relations
 from .samples import IMAGE_LEVEL, Case
-from .taxonomy import FROM_SOURCE, GRANULARITIES, TASKS, Vocabulary, normalize_key
+from .taxonomy import GRANULARITIES, TASKS, Vocabulary, normalize_key
 
 LETTERS = "ABCDE"
 DEFAULT_POOL = Path(__file__).resolve().parent.parent / "question_pools" / "default.yaml"
@@ -209,13 +209,11 @@ class DistractorPools:
                  relations: Relations | None = None):
         self.by_source: dict[str, set[str]] = defaultdict(set)
         self.local: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-        self.placements: dict[str, tuple[str, str]] = {}  # build label -> (task, department)
         for c in cases:
             if c.granularity == IMAGE_LEVEL:
                 self.by_source[c.source].add(c.label)
             else:
                 self.local[(c.modality, c.task, c.granularity)].add(c.label)
-            self.placements.setdefault(c.label, (c.task, c.department))
         self.vocab = vocab
         self.relations = relations or load_relations()
         self.fallback = pool.vocabulary_fallback
@@ -237,15 +235,6 @@ class DistractorPools:
 
     def related(self, a: str, b: str) -> str | None:
         return self.relations.relation(a, b)
-
-    def placement(self, label: str, modality: str) -> tuple[str, str] | None:
-        """(task, department) a reader of the published tree would give an option, if known."""
-        if label in self.placements:
-            return self.placements[label]
-        entry = self.vocab.resolve(label)
-        if entry is None or entry.placement(modality)[1] == FROM_SOURCE:
-            return None
-        return entry.placement(modality)
 
     def candidates(self, case: Case) -> list[list[str]]:
         """Candidate distractors in tiers of preference, each sorted (draws are seeded)."""
@@ -274,8 +263,9 @@ class DistractorPools:
                 return not self.related(case.label, x) and not _shares_word(x, case.label)
 
             same = [x for x in self.vocab.labels_for(case.task, case.modality) if good(x)]
+            seen = set(same)
             others = [x for x in self.vocab.labels_for(case.task, None)
-                      if good(x) and x not in set(same)]
+                      if x not in seen and good(x)]
             self._vocab_tiers[key] = [*self._by_closeness(case, same),
                                       *self._by_closeness(case, others)]
         return self._vocab_tiers[key]
