@@ -66,7 +66,6 @@ class AuditQuestion:
     task: str = ""
     department: str = ""
     modality: str = ""
-    category: str = ""  # the true label when known (VAL, answer key, manifest)
     phash: str = ""
     group: str = ""
     columns: dict[str, str] = field(default_factory=dict)  # the row's other columns, as shown
@@ -74,9 +73,6 @@ class AuditQuestion:
     @property
     def n(self) -> int:
         return len(self.options)
-
-    def letter_of(self, i: int) -> str:
-        return LETTERS[i]
 
 
 @dataclass
@@ -125,8 +121,9 @@ def _images(path: Path) -> dict[str, str]:
 
 
 def read_key(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, sep="\t" if "\t" in path.open().readline() else ",", dtype=str,
-                        keep_default_na=False)
+    with open(path, encoding="utf-8") as f:
+        sep = "\t" if "\t" in f.readline() else ","
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     if not {"index", "answer"} <= set(frame.columns):
         raise BuildError(f"answer key {path} needs columns index and answer")
     return frame.set_index("index")
@@ -144,15 +141,16 @@ def load_questions(
             tsvs += sorted(x for x in p.glob("*.tsv") if not x.name.endswith("_answers.tsv"))
             if answers is None and next(p.glob("*_TEST_answers.tsv"), None):
                 answers = next(p.glob("*_TEST_answers.tsv"))
-            if (p / "manifest.jsonl").is_file():
-                for line in (p / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-                    if line.strip():
-                        rec = json.loads(line)
-                        manifest[str(rec["index"])] = rec
         elif p.is_file():
             tsvs.append(p)
         else:
             raise BuildError(f"{p}: no such build folder or TSV file")
+        folder = p if p.is_dir() else p.parent
+        if (folder / "manifest.jsonl").is_file():  # groups and hashes without overlay
+            for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    manifest[str(rec["index"])] = rec
     if not tsvs:
         raise BuildError(f"no TSV file found in {', '.join(map(str, paths))}")
     key = read_key(answers) if answers is not None else None
@@ -172,12 +170,8 @@ def load_questions(
             idx = str(row["index"])
             rec = manifest.get(idx, {})
             answer = row.get("answer") or None
-            category = rec.get("category", "")
             if key is not None and idx in key.index:
-                answer = key.at[idx, "answer"]
-                category = key.at[idx, "category"] if "category" in key.columns else category
-            elif split == "VAL" and answer and not category:
-                category = row.get(answer, "")
+                answer = str(key.loc[idx, "answer"])
             options = [row[x] for x in LETTERS if row.get(x, "")]
             phash = rec.get("image_phash", "")
             if need_hash and images.get(idx):
@@ -187,7 +181,7 @@ def load_questions(
                 answer=answer, granularity=row.get("perceptual granularity", ""),
                 task=row.get("clinical VQA task", "") if shown else "",
                 department=row.get("department", "") if shown else "",
-                modality=row.get("modality", ""), category=category, phash=phash,
+                modality=row.get("modality", ""), phash=phash,
                 group=f"{rec['source']}/{rec['group']}" if rec else "",
                 columns={c: str(row[c]) for c in META_COLUMNS if c in row and shown},
             ))
