@@ -43,6 +43,7 @@ from .dedup import DEFAULT_MAX_DISTANCE
 from .errors import BuildError
 
 LETTERS = "ABCDE"
+FIXED_LETTER = {f"always {x}": x for x in LETTERS}
 # Columns a TSV shows beside the question; none may name the answer (GMAI-MMBench's TEST
 # 'category' is the correct option's text).
 META_COLUMNS = ("category", "l2-category", "clinical VQA task", "department",
@@ -217,7 +218,7 @@ def fixed_rules(questions: list[AuditQuestion]) -> dict[str, Solver]:
     """Rules that see only the question text and options (plus, learned ones, the answers of
     the OTHER questions: leave-one-out, so no question is scored on its own answer)."""
     rules: dict[str, Solver] = {
-        f"always {x}": (lambda q, x=x: x) for x in LETTERS
+        name: (lambda q, x=x: x) for name, x in FIXED_LETTER.items()
     }
     rules["always last"] = lambda q: LETTERS[q.n - 1]
     rules["longest option"] = lambda q: LETTERS[_argbest([len(o) for o in q.options])]
@@ -303,16 +304,14 @@ def metadata_rule() -> Solver:
 
 
 def score(questions: list[AuditQuestion], name: str, rule: Solver) -> Baseline:
+    """Accuracy of a rule (no opinion: 'A') and its chance expectation: 1/n per question, or
+    for a fixed letter 1/n where the question has that letter and 0 where it has not."""
     correct = 0
     chance = 0.0
+    fixed = FIXED_LETTER.get(name)
     for q in questions:
-        guess = rule(q)
-        if guess is None:
-            guess = "A"
-        correct += guess == q.answer
-        if name.startswith("always ") and len(name) == 8:  # a fixed letter: 0 beyond n
-            chance += 1 / q.n if LETTERS.index(name[-1]) < q.n else 0.0
-        else:
+        correct += (rule(q) or "A") == q.answer
+        if fixed is None or LETTERS.index(fixed) < q.n:
             chance += 1 / q.n
     return Baseline(name, len(questions), correct, chance)
 
