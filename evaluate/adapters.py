@@ -114,6 +114,17 @@ class MostFrequentBaseline:
         return [Output(letter=self.letter, method="baseline") for _ in items]
 
 
+def require_eval_extra(spec: str) -> None:
+    """``hf:`` models need PyTorch and transformers (the ``eval`` extra); say so in one line."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"gmai-eval: error: --model {spec} needs {' and '.join(missing)}, which "
+                         "the 'eval' extra installs: pip install 'gmai-build[eval]' (baselines "
+                         "and openai: models work without it)")
+
+
 def load_model(spec: str, mode: str | None = None, batch: int | None = None,
                answer_counts: dict[str, int] | None = None, **kwargs: Any) -> Model:
     """Build the adapter named by ``spec``; ``mode``/``batch`` are CLI-level defaults."""
@@ -126,6 +137,7 @@ def load_model(spec: str, mode: str | None = None, batch: int | None = None,
     elif parsed.kind in ("most-frequent-letter", "most-frequent"):
         model = MostFrequentBaseline(answer_counts)
     elif parsed.kind == "hf":
+        require_eval_extra(spec)
         from .hf_adapter import HFModel
 
         model = HFModel(
