@@ -202,7 +202,7 @@ def test_eval_baseline_works_without_torch(tmp_path: Path) -> None:
                            "--model", "random", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r": \d+\.\d\d% \(95% CI [\d.]+-[\d.]+, n=30\)", proc.stdout), proc.stdout
+    assert re.search(r": \d+\.\d\d% \(95% CI [\d.]+-[\d.]+, n=22\)", proc.stdout), proc.stdout
 
 
 # The README's first command is the one CI runs ------------------------------------------------
