@@ -348,7 +348,9 @@ def make_questions(
         q = make_question(c, pools, pool, b.seed, b.options, balance,
                           partner=partners.get(c.pair_id))
         if q is None:
-            skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
+            why = (" (Image Level: distractors are the source's other labels, and it has none)"
+                   if c.granularity == IMAGE_LEVEL else f" ({c.granularity})")
+            skipped[f"{c.source}: no distractor for '{c.label}'{why}"] += 1
             continue
         questions.append(q)
         if cap_family(c.granularity) == "segmentation":

@@ -200,3 +200,15 @@ def test_a_diagonal_line_is_too_thin_and_the_error_names_the_source(tmp_path: Pa
         build(load_config(cfg), tmp_path / "out", workers=1, progress=False, log=lambda _: None)
     assert exc.value.source == "diag"
     assert "marked area thinner than 4 px (2 case(s))" in str(exc.value)
+
+
+def test_a_single_class_image_source_says_why_it_yields_nothing(tmp_path: Path, capsys) -> None:
+    for i in range(4):
+        noise_png(tmp_path / "one" / "pneumonia" / f"{i}.png", 700 + i)
+    cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "ONE"}, "sources": [
+        {"name": "one", "format": "folder_per_class", "root": "one", "modality": "X-ray",
+         "label_map": "pneumoniamnist_names.yaml", **CITE}]})
+    assert run_build(cfg, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "source 'one'" in err and "no distractor for 'pneumonia' (Image Level: distractors " \
+        "are the source's other labels, and it has none) (4 case(s))" in err
