@@ -166,6 +166,9 @@ class BuildSettings(Strict):
         "perceptual hashes of two images that count as near duplicates across VAL/TEST"
     )
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
+    circular: bool = Field(
+        default=False, description="also write CircularEval copies (options rotated) of each split"
+    )
 
 
 class SourcesFile(Strict):
