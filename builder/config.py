@@ -136,6 +136,7 @@ class BuildSettings(Strict):
     workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
     question_pool: Path | None = None
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
+    cards: list[Path] = Field(default_factory=list, description="folders of your own dataset cards")
 
 
 class SourcesFile(Strict):
@@ -151,6 +152,8 @@ class Config:
         self.build = model.build
         self.sources = model.sources
         self.config_hash = hashlib.sha256(raw_text.encode()).hexdigest()
+        self.cards: dict[str, Any] = {}  # source name -> the dataset card it came from (cards.Card)
+        self.skipped: list[str] = []  # one line per optional source whose root is absent
 
     def source(self, name: str) -> SourceConfig:
         return next(s for s in self.sources if s.name == name)
@@ -204,6 +207,9 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'build' and 'sources' keys")
+    from .cards import expand_dataset_entries  # `dataset:` entries -> full sources (cards.py)
+
+    data, expanded = expand_dataset_entries(data, path)
     try:
         model = SourcesFile.model_validate(data)
     except ValidationError as exc:
@@ -288,7 +294,9 @@ def load_config(path: str | Path) -> Config:
     b.vocabulary = resolved
     if problems:
         raise ConfigError("\n".join(problems))
-    return Config(path, model, text)
+    config = Config(path, model, text)
+    config.cards, config.skipped = expanded.cards, expanded.skipped
+    return config
 
 
 def _option_problem(err: Any, format_name: str, options_model: type[BaseModel]) -> str:
@@ -309,10 +317,11 @@ def _resolve_label_map(value: str, base: Path, where: str) -> Path:
         return candidate
     from .taxonomy import BUNDLED_SOURCE_MAPS
 
-    for name in (value, value + ".yaml"):
-        bundled = BUNDLED_SOURCE_MAPS / name
-        if bundled.is_file():
-            return bundled
+    for folder in (BUNDLED_SOURCE_MAPS, BUNDLED_SOURCE_MAPS.parent / "cards"):  # a card is one too
+        for name in (value, value + ".yaml"):
+            bundled = folder / name
+            if bundled.is_file():
+                return bundled
     raise ConfigError(
         f"{where}: label map '{value}' not found (looked for {candidate} and in {BUNDLED_SOURCE_MAPS})"
     )
