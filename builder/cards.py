@@ -276,15 +276,33 @@ class Expanded:
     skipped: list[str] = field(default_factory=list)
 
 
-def _root_missing(raw_root: Any, base: Path, where: str) -> str | None:
-    """Why a source's root is absent (None when present)."""
+def _resolved_root(raw_root: Any, base: Path, where: str) -> Path | str | None:
+    """The source's root, or why it cannot be resolved (None: not a path; the schema says so)."""
     if not isinstance(raw_root, str | os.PathLike):
-        return None  # the schema reports it
+        return None
     try:
-        root = expand_path(str(raw_root), base, where)
+        return expand_path(str(raw_root), base, where)
     except ConfigError as exc:
         return str(exc).split(": ", 2)[-1]
-    return None if root.exists() else f"{root} does not exist"
+
+
+def _absent(root: Path | str | None, card: Card | None, shared: bool) -> str | None:
+    """Why an optional source counts as missing (None: present).
+
+    Missing: its root is absent; or, where several sources share one root (the MedMNIST
+    ``.npz`` files in one folder), none of the card's layout is there. A dataset folder of its
+    own that exists is present, and laid out wrongly if its layout does not match.
+    """
+    if root is None:
+        return None
+    if isinstance(root, str):
+        return root
+    if not root.exists():
+        return f"{root} does not exist"
+    if shared and card is not None and root.is_dir() and not any(
+            glob.glob(e.glob(), root_dir=root, recursive=True) for e in card.info.layout):
+        return f"none of {', '.join(e.path for e in card.info.layout)} in {root}"
+    return None
 
 
 def expand_dataset_entries(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], Expanded]:
@@ -312,10 +330,10 @@ def expand_dataset_entries(data: dict[str, Any], path: Path) -> tuple[dict[str, 
             problems.append(f"{where}: {p} is not a folder")
         extra.append(p)
     folders = card_folders(path, extra)
-    out: list[Any] = []
+    expanded: list[tuple[Any, Card | None, bool, str]] = []
     for i, entry in enumerate(sources):
         if not isinstance(entry, dict):
-            out.append(entry)
+            expanded.append((entry, None, False, f"{path}: sources[{i}]"))
             continue
         entry = dict(entry)
         where = f"{path}: sources[{i}]"
@@ -345,16 +363,22 @@ def expand_dataset_entries(data: dict[str, Any], path: Path) -> tuple[dict[str, 
                                 "layout)")
                 continue
             entry = card.entry(entry)
-        if optional is True:
-            missing = _root_missing(entry.get("root"), base, f"{where}.root")
+        expanded.append((entry, card, optional is True, where))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    roots = [_resolved_root(e.get("root") if isinstance(e, dict) else None, base, f"{w}.root")
+             for e, _, _, w in expanded]
+    out: list[Any] = []
+    for (entry, card, optional, _), root in zip(expanded, roots):
+        if optional:
+            shared = isinstance(root, Path) and sum(r == root for r in roots) > 1
+            missing = _absent(root, card, shared)
             if missing is not None:
-                done.skipped.append(f"skipped optional source '{entry.get('name', i)}': {missing}")
+                done.skipped.append(f"skipped optional source '{entry.get('name')}': {missing}")
                 continue
         if card is not None:
             done.cards[str(entry.get("name"))] = card
         out.append(entry)
-    if problems:
-        raise ConfigError("\n".join(problems))
     if not out and sources:
         raise ConfigError(f"{path}: sources: every source is optional and absent:\n"
                           + "\n".join(done.skipped))

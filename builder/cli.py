@@ -3,6 +3,7 @@
     gmai-build --sources sources.yaml --out build/        (same as: gmai-build build ...)
     gmai-build validate --sources sources.yaml
     gmai-build formats [NAME]
+    gmai-build datasets [NAME]
 
 Adding a subcommand is one line in :data:`SUBCOMMANDS`: its name, the ``module:function`` that
 runs it (imported only when that subcommand runs) and a one-line help. The function takes the
@@ -32,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate:main", "check a sources.yaml and every file it names, without "
                                   "decoding pixels"),
     "formats": ("formats:main", "list the source formats, or one format's options"),
+    "datasets": ("datasets:main", "list the dataset cards, or print one with its download layout"),
 }
 
 
@@ -77,6 +79,9 @@ def cmd_build(argv: list[str]) -> int:
     if out is None:
         raise BuildError(f"{args.sources}: give --out or set build.out in the sources file")
     silent = quiet(args)
+    if not silent:
+        for line in config.skipped:  # optional sources whose root is absent
+            print(line, file=sys.stderr)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None)
     if not silent:

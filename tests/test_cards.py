@@ -7,15 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-
-from gmai_build.cards import all_cards, layout_problems, load_card, parse_card
+from gmai_build.cards import all_cards, layout_problems
 from gmai_build.config import load_config
-from gmai_build.errors import ConfigError
 from gmai_build.pipeline import build, check_known_labels, discover, prepare
 from gmai_build.replica import write_replica
-from gmai_build.taxonomy import load_vocabulary
-
 from helpers import write_yaml
 
 CARDS = all_cards()
