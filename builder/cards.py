@@ -171,10 +171,10 @@ def parse_card(path: Path) -> Card:
         info = CardInfo.model_validate(info_data)
     except ValidationError as exc:
         problems += [_problem(path, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
+    if isinstance(data.get("name"), str) and data["name"] != path.stem:
+        problems.append(_problem(path, "name", f"'{data['name']}' must match the file name "
+                                               f"('{path.stem}')"))
     if info is not None:
-        if info.name != path.stem:
-            problems.append(_problem(path, "name", f"'{info.name}' must match the file name "
-                                                   f"('{path.stem}')"))
         if not info.supported and not info.reason:
             problems.append(_problem(path, "reason", "an unsupported card says why"))
         if info.supported and (not info.layout or not info.labels or not info.granularities):
