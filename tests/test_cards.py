@@ -247,3 +247,20 @@ def test_datasets_lists_the_catalog_and_prints_one_card(capsys) -> None:
     assert "cancer: liver tumor" in out
     assert main(["datasets", "msd_livr"]) == 1
     assert "unknown dataset 'msd_livr' (did you mean 'msd_liver'?)" in capsys.readouterr().err
+
+
+def test_worked_examples_in_the_docs_are_valid_cards(tmp_path: Path) -> None:
+    doc = (REPO / "label_maps" / "README.md").read_text()
+    blocks = [part.split("```yaml", 1)[1].split("```", 1)[0]
+              for part in doc.split("### Worked example")[1:]]
+    assert len(blocks) == 2
+    for block in blocks:
+        data = yaml.safe_load(block)
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(block)
+        card = parse_card(path)
+        bundled = _card(card.name)
+        assert card.info.labels == bundled.info.labels
+        for key in ("format", "options", "modality", "intensity", "slicing"):
+            assert card.settings.get(key) == bundled.settings.get(key), key
+        assert [e.path for e in card.info.layout] == [e.path for e in bundled.info.layout]
