@@ -274,6 +274,14 @@ class Expanded:
 
     cards: dict[str, Card] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # kept source -> its index in the file
+
+    def original_loc(self, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A validation error's location with the source's index as written in the file."""
+        if len(loc) > 1 and loc[0] == "sources" and isinstance(loc[1], int) \
+                and loc[1] < len(self.positions):
+            return (loc[0], self.positions[loc[1]], *loc[2:])
+        return loc
 
 
 def _resolved_root(raw_root: Any, base: Path, where: str) -> Path | str | None:
@@ -315,6 +323,7 @@ def expand_dataset_entries(data: dict[str, Any], path: Path) -> tuple[dict[str, 
     sources = data.get("sources")
     if not isinstance(sources, list):
         return data, done
+    done.positions = list(range(len(sources)))  # until optional sources are dropped
     build = data.get("build") if isinstance(data.get("build"), dict) else {}
     base = path.parent
     extra: list[Path] = []
@@ -366,10 +375,11 @@ def expand_dataset_entries(data: dict[str, Any], path: Path) -> tuple[dict[str, 
         expanded.append((entry, card, optional is True, where))
     if problems:
         raise ConfigError("\n".join(problems))
+    done.positions = []
     roots = [_resolved_root(e.get("root") if isinstance(e, dict) else None, base, f"{w}.root")
              for e, _, _, w in expanded]
     out: list[Any] = []
-    for (entry, card, optional, _), root in zip(expanded, roots):
+    for position, ((entry, card, optional, _), root) in enumerate(zip(expanded, roots)):
         if optional:
             shared = isinstance(root, Path) and sum(r == root for r in roots) > 1
             missing = _absent(root, card, shared)
@@ -378,6 +388,7 @@ def expand_dataset_entries(data: dict[str, Any], path: Path) -> tuple[dict[str, 
                 continue
         if card is not None:
             done.cards[str(entry.get("name"))] = card
+        done.positions.append(position)
         out.append(entry)
     if not out and sources:
         raise ConfigError(f"{path}: sources: every source is optional and absent:\n"

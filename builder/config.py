@@ -17,12 +17,15 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .cards import Card
 
 CT_WINDOWS: dict[str, tuple[float, float]] = {  # name -> (width, level) in HU
     "soft_tissue": (400, 40),
@@ -152,7 +155,7 @@ class Config:
         self.build = model.build
         self.sources = model.sources
         self.config_hash = hashlib.sha256(raw_text.encode()).hexdigest()
-        self.cards: dict[str, Any] = {}  # source name -> the dataset card it came from (cards.Card)
+        self.cards: dict[str, Card] = {}  # source name -> the dataset card it came from
         self.skipped: list[str] = []  # one line per optional source whose root is absent
 
     def source(self, name: str) -> SourceConfig:
@@ -215,7 +218,7 @@ def load_config(path: str | Path) -> Config:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = _loc(err["loc"])
+            where = _loc(expanded.original_loc(err["loc"]))  # positions as in the file
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key '{err['loc'][-1]}'"
@@ -238,7 +241,7 @@ def load_config(path: str | Path) -> Config:
     seen: set[str] = set()
     problems: list[str] = []
     for i, src in enumerate(model.sources):
-        where = f"{path}: sources[{i}]"
+        where = f"{path}: sources[{expanded.positions[i]}]"
         first_problem = len(problems)
         if src.name in seen:
             problems.append(f"{where}.name: duplicate source name '{src.name}'")

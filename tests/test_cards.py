@@ -264,3 +264,21 @@ def test_worked_examples_in_the_docs_are_valid_cards(tmp_path: Path) -> None:
         for key in ("format", "options", "modality", "intensity", "slicing"):
             assert card.settings.get(key) == bundled.settings.get(key), key
         assert [e.path for e in card.info.layout] == [e.path for e in bundled.info.layout]
+
+
+def test_errors_keep_the_file_positions_when_optional_sources_are_skipped(tmp_path: Path) -> None:
+    write_replica(_card("kvasir_v2"), tmp_path / "k")
+    sources = write_yaml(tmp_path / "s.yaml", {"sources": [
+        {"dataset": "kits19", "root": "absent", "optional": True},
+        {"dataset": "kvasir_v2", "root": "k", "max_side": 8},
+        {"dataset": "kvasir_v2", "root": "k", "name": "k2", "modality": "Endoscopi"}]})
+    with pytest.raises(ConfigError) as err:
+        load_config(sources)
+    text = str(err.value)
+    assert f"{sources}: sources[1].max_side: Input should be greater than or equal to 32" in text
+    write_yaml(sources, {"sources": [
+        {"dataset": "kits19", "root": "absent", "optional": True},
+        {"dataset": "kvasir_v2", "root": "k", "name": "k2", "modality": "Endoscopi"}]})
+    with pytest.raises(ConfigError) as err:
+        load_config(sources)
+    assert f"{sources}: sources[1].modality: 'Endoscopi' is not a GMAI-MMBench modality" in str(err.value)
