@@ -34,6 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                   "decoding pixels"),
     "formats": ("formats:main", "list the source formats, or one format's options"),
     "datasets": ("datasets:main", "list the dataset cards, or print one with its download layout"),
+    "export": ("export:main", "export a build for HF datasets (parquet), lmms-eval or "
+                              "VLMEvalKit"),
 }
 
 
