@@ -59,9 +59,10 @@ class Access(_Strict):
 
 
 class Verification(_Strict):
-    """How the card was checked: on real files, or on a replica of its documented layout."""
+    """How the card was checked: on real files, on a replica of its documented layout, or (a
+    card no converter reads yet) only against its documentation."""
 
-    how: Literal["real_files", "layout_replica"]
+    how: Literal["real_files", "layout_replica", "documentation"]  # the last: unsupported only
     note: str = Field(min_length=1, description="which files, or which documentation")
 
 
@@ -177,6 +178,9 @@ def parse_card(path: Path) -> Card:
     if info is not None:
         if not info.supported and not info.reason:
             problems.append(_problem(path, "reason", "an unsupported card says why"))
+        if info.supported and info.verified.how == "documentation":
+            problems.append(_problem(path, "verified.how", "a supported card is verified on "
+                                                           "real_files or a layout_replica"))
         if info.supported and (not info.layout or not info.labels or not info.granularities):
             missing = [k for k in ("layout", "labels", "granularities") if not getattr(info, k)]
             problems.append(_problem(path, missing[0], "required for a supported card"))

@@ -17,6 +17,7 @@ import yaml
 
 from .cards import Card, all_cards, card_files, card_folders, load_card
 from .cli import add_output_flags, quiet
+from .config import expand_path
 from .errors import BuildError, ConfigError
 
 
@@ -27,12 +28,13 @@ def _folders(sources: Path | None) -> list[Path]:
         raise BuildError(f"{sources}: no such file")
     data = yaml.safe_load(sources.read_text(encoding="utf-8")) or {}
     build = data.get("build") if isinstance(data, dict) else None
-    extra = [sources.parent / str(p) for p in ((build or {}).get("cards") or [])]
+    extra = [expand_path(str(p), sources.parent, f"{sources}: build.cards[{i}]")
+             for i, p in enumerate((build or {}).get("cards") or [])]
     return card_folders(sources, extra)
 
 
 def _verified(card: Card) -> str:
-    return "real files" if card.info.verified.how == "real_files" else "layout replica"
+    return card.info.verified.how.replace("_", " ")
 
 
 def _short_granularities(card: Card) -> str:
@@ -44,17 +46,18 @@ def listing(cards: list[Card]) -> list[str]:
     def group(c: Card) -> int:
         return 0 if c.info.supported and c.info.catalog else (1 if c.info.supported else 2)
 
-    rows = [("name", "modality", "granularities", "licence", "verified")]
+    rows = [("name", "modality", "granularities", "licence", "access", "verified")]
     for c in sorted(cards, key=lambda c: (group(c), c.name)):
         licence = str(c.settings.get("license", ""))
-        if c.info.access.registration:
-            licence += " [registration]"
+        if len(licence) > 40:
+            licence = licence[:37] + "..."
+        access = "registration" if c.info.access.registration else "open"
         name = c.name + ("" if c.info.supported else " (unsupported)") \
             + ("" if c.info.catalog else " (example)")
         rows.append((name, str(c.settings.get("modality", "")), _short_granularities(c),
-                     licence[:48], _verified(c)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+                     licence, access, _verified(c)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
     n_ok = sum(1 for c in cards if c.info.supported and c.info.catalog)
     lines.append(f"{n_ok} public datasets buildable, {sum(not c.info.supported for c in cards)} "
                  "documented but not yet supported; gmai-build datasets NAME for one card")

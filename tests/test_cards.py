@@ -25,7 +25,7 @@ def test_catalog_size_and_verification() -> None:
     assert {c.info.verified.how for c in catalog} == {"real_files", "layout_replica"}
     for c in CARDS:
         if not c.info.supported:
-            assert c.info.reason
+            assert c.info.reason and c.info.verified.how == "documentation"
 
 
 def _replica_config(card, tmp_path: Path):
@@ -236,7 +236,7 @@ def test_datasets_lists_the_catalog_and_prints_one_card(capsys) -> None:
 
     assert main(["datasets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "modality", "granularities", "licence", "verified"]
+    assert lines[0].split() == ["name", "modality", "granularities", "licence", "access", "verified"]
     row = next(line for line in lines if line.startswith("msd_spleen "))
     assert row.split()[1:4] == ["CT", "Mask,", "Contour,"] and row.endswith("real files")
     assert any(line.startswith("vindr_cxr (unsupported)") for line in lines)
@@ -282,3 +282,18 @@ def test_errors_keep_the_file_positions_when_optional_sources_are_skipped(tmp_pa
     with pytest.raises(ConfigError) as err:
         load_config(sources)
     assert f"{sources}: sources[1].modality: 'Endoscopi' is not a GMAI-MMBench modality" in str(err.value)
+
+
+def test_replica_command_then_one_line_source_validates(tmp_path: Path, capsys) -> None:
+    from gmai_build.cli import main
+
+    assert main(["datasets", "isic2018_task3", "--replica", str(tmp_path / "ISIC2018")]) == 0
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "mine.yaml").write_text(
+        _card("isic2018_task3").path.read_text().replace("name: isic2018_task3", "name: mine"))
+    sources = write_yaml(tmp_path / "s.yaml", {"sources": [{"dataset": "mine", "root": "ISIC2018"}]})
+    assert main(["validate", "--sources", str(sources)]) == 0
+    out = capsys.readouterr().out
+    assert "mine: csv_table, 14 items, label map OK (7 raw labels checked, 14 files exist)" in out
+    assert main(["datasets", "--sources", str(sources)]) == 0
+    assert any(line.startswith("mine ") for line in capsys.readouterr().out.splitlines())
