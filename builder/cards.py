@@ -70,7 +70,8 @@ class LayoutEntry(_Strict):
     """One kind of file in the download, relative to the dataset's root folder.
 
     ``path`` may hold ``*`` and the placeholders ``{case}`` (one case id) and ``{label}`` (one
-    raw label); for a presence check each placeholder counts as ``*``.
+    raw label); for a presence check each placeholder counts as ``*``. Entries of role
+    ``other`` (files the card does not read) are not checked.
     """
 
     path: str = Field(min_length=1)
@@ -404,6 +405,8 @@ def layout_problems(card: Card, root: Path) -> list[str]:
     """What the card's layout expects under ``root`` that is not there (empty: laid out right)."""
     problems = []
     for entry in card.info.layout:
+        if entry.role == "other":  # listed for the reader (e.g. unlabelled test images)
+            continue
         pattern = entry.glob()
         if not glob.glob(pattern, root_dir=root, recursive=True):
             problems.append(f"expected {entry.path} ({entry.what}), found none")

@@ -171,7 +171,8 @@ def test_card_errors_are_formatted_like_sources_yaml(tmp_path: Path) -> None:
     assert f"{path}: licence: unknown key 'licence' (did you mean 'license'?)" in text
     assert f"{path}: license: required" in text
     assert f"{path}: name: 'aptos2019' must match the file name ('aptos_copy')" in text
-    assert f"{path}: verified.how: Input should be 'real_files' or 'layout_replica'" in text
+    assert (f"{path}: verified.how: Input should be 'real_files', 'layout_replica' or "
+            "'documentation'") in text
     assert f"{path}: options.image_colum: Extra inputs are not permitted" in text
     assert f"{path}: modality: 'Fundus' is not a GMAI-MMBench modality" in text
 
