@@ -298,3 +298,17 @@ def test_replica_command_then_one_line_source_validates(tmp_path: Path, capsys) 
     assert "mine: csv_table, 14 items, label map OK (7 raw labels checked, 14 files exist)" in out
     assert main(["datasets", "--sources", str(sources)]) == 0
     assert any(line.startswith("mine ") for line in capsys.readouterr().out.splitlines())
+
+
+def test_whole_public_catalog_builds_from_replicas(tmp_path: Path, monkeypatch) -> None:
+    """Every catalog card in one build: their new labels, label maps and roots coexist."""
+    catalog = [c for c in SUPPORTED if c.info.catalog]
+    for card in catalog:
+        write_replica(card, tmp_path / "public" / (card.info.folder or card.name))
+    monkeypatch.setenv("GMAI_DATA", str(tmp_path / "public"))
+    config = load_config(REPO / "examples" / "public_catalog.yaml")
+    assert config.skipped == [] and set(config.cards) == {c.name for c in catalog}
+    summary = build(config, tmp_path / "out", workers=1, progress=False, log=lambda _: None)
+    assert set(summary["source"]) == {c.name for c in catalog}
+    assert set(summary["perceptual granularity"]) == {"Image Level", "Box Level", "Mask Level",
+                                                      "Contour Level"}
