@@ -326,7 +326,8 @@ def _resolve_label_map(value: str, base: Path, where: str) -> Path:
             if bundled.is_file():
                 return bundled
     raise ConfigError(
-        f"{where}: label map '{value}' not found (looked for {candidate} and in {BUNDLED_SOURCE_MAPS})"
+        f"{where}: label map '{value}' not found (looked for {candidate}, in {BUNDLED_SOURCE_MAPS}"
+        f" and among the bundled dataset cards)"
     )
 
 
