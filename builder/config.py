@@ -140,6 +140,9 @@ class BuildSettings(Strict):
     question_pool: Path | None = None
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
     cards: list[Path] = Field(default_factory=list, description="folders of your own dataset cards")
+    circular: bool = Field(
+        default=False, description="also write CircularEval copies (options rotated) of each split"
+    )
 
 
 class SourcesFile(Strict):
