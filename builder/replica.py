@@ -146,7 +146,7 @@ def _medmnist(card: Card, root: Path) -> None:
         arrays[f"{split}_labels"] = np.stack(targets)
     path = root / _fill(entry.path, "0")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    np.savez_compressed(path, **arrays)
 
 
 def _volume_pair(card: Card, values: list[int], seed: int, image_shape: tuple[int, ...]

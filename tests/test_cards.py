@@ -93,7 +93,8 @@ def test_one_line_entry_is_a_complete_source(tmp_path: Path) -> None:
     src = load_config(sources).sources[0]
     assert (src.name, src.format, src.modality, src.root) == ("kvasir_seg", "mask_pairs", "Endoscopy", root)
     assert src.label_map == _card("kvasir_seg").path
-    assert src.options.threshold == 127 and src.options.masks == "masks/{name}"  # type: ignore[attr-defined]
+    options = vars(src.options)  # validated: the format's options model
+    assert options["threshold"] == 127 and options["masks"] == "masks/{name}"
     assert src.boxes_from_masks is not None and src.boxes_from_masks.min_area == 4
 
 
@@ -105,8 +106,9 @@ def test_entry_keys_override_the_card(tmp_path: Path) -> None:
     src = load_config(sources).sources[0]
     assert (src.name, src.license) == ("kits-coronal", "my copy")
     assert src.slicing.axis == "coronal" and src.slicing.per_label == 1  # merged, not replaced
-    assert src.options.missing_label == "skip"  # type: ignore[attr-defined]
-    assert src.options.mask_labels == {1: "kidney", 2: "tumor"}  # type: ignore[attr-defined]
+    options = vars(src.options)
+    assert options["missing_label"] == "skip"
+    assert options["mask_labels"] == {1: "kidney", 2: "tumor"}
 
 
 def test_entry_errors_name_file_key_and_reason(tmp_path: Path) -> None:
