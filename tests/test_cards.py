@@ -4,6 +4,7 @@ granularities (slow). Thin `dataset:` entries, overrides, optional sources, card
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from gmai_build.config import load_config
 from gmai_build.errors import ConfigError
 from gmai_build.pipeline import build, check_known_labels, discover, prepare
 from gmai_build.replica import write_replica
+from gmai_build.taxonomy import LabelMap, load_vocabulary
 from helpers import REPO, run_cli, write_yaml
 
 CARDS = all_cards()
@@ -312,5 +314,15 @@ def test_whole_public_catalog_builds_from_replicas(tmp_path: Path, monkeypatch) 
     assert config.skipped == [] and set(config.cards) == {c.name for c in catalog}
     summary = build(config, tmp_path / "out", workers=1, progress=False, log=lambda _: None)
     assert set(summary["source"]) == {c.name for c in catalog}
+    assert "skipped" not in summary or not summary["skipped"], summary["skipped"]
+    vocab = load_vocabulary()
+    asked: dict[str, set[tuple[str, str]]] = {}
+    for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        asked.setdefault(row["source"], set()).add((row["category"], row["granularity"]))
+    for card in catalog:  # every label the card keeps is asked, at every granularity it declares
+        label_map = LabelMap(card.path, card.name, vocab)
+        want = {(t.label, g) for t in label_map.targets for g in card.info.granularities}
+        assert want == asked[card.name], (card.name, want ^ asked[card.name])
     assert set(summary["perceptual granularity"]) == {"Image Level", "Box Level", "Mask Level",
                                                       "Contour Level"}
