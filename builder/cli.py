@@ -3,6 +3,7 @@
     gmai-build --sources sources.yaml --out build/        (same as: gmai-build build ...)
     gmai-build validate --sources sources.yaml
     gmai-build formats [NAME]
+    gmai-build datasets [NAME]
     gmai-build subset --from build/ --out subset/ [--task T] [--department D] [--modality M] ...
     gmai-build preview build/ --out gallery.html
     gmai-build audit BUILD [--answers KEY]
@@ -35,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate:main", "check a sources.yaml and every file it names, without "
                                   "decoding pixels"),
     "formats": ("formats:main", "list the source formats, or one format's options"),
+    "datasets": ("datasets:main", "list the dataset cards, or print one with its download layout"),
     "export": ("export:main", "export a build for HF datasets (parquet), lmms-eval or "
                               "VLMEvalKit"),
     "subset": ("subset:main", "keep the questions on chosen tree branches (task, department, "
@@ -99,6 +101,9 @@ def cmd_build(argv: list[str]) -> int:
     if args.circular:
         config.build.circular = True
     silent = quiet(args)
+    if not silent:
+        for line in config.skipped:  # optional sources whose root is absent
+            print(line, file=sys.stderr)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
                     show_paths=args.show_paths)

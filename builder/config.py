@@ -17,12 +17,15 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .cards import Card
 
 CT_WINDOWS: dict[str, tuple[float, float]] = {  # name -> (width, level) in HU
     "soft_tissue": (400, 40),
@@ -178,6 +181,7 @@ class BuildSettings(Strict):
         "perceptual hashes of two images that count as near duplicates across VAL/TEST"
     )
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
+    cards: list[Path] = Field(default_factory=list, description="folders of your own dataset cards")
     circular: bool = Field(
         default=False, description="also write CircularEval copies (options rotated) of each split"
     )
@@ -210,6 +214,8 @@ class Config:
         # The hash must not let anyone test guesses of a salt written in the file.
         hashed_text = raw_text.replace(salt, "<salt>") if salt else raw_text
         self.config_hash = hashlib.sha256(hashed_text.encode()).hexdigest()
+        self.cards: dict[str, Card] = {}  # source name -> the dataset card it came from
+        self.skipped: list[str] = []  # one line per optional source whose root is absent
 
     def source(self, name: str) -> SourceConfig:
         return next(s for s in self.sources if s.name == name)
@@ -277,12 +283,15 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'build' and 'sources' keys")
+    from .cards import expand_dataset_entries  # `dataset:` entries -> full sources (cards.py)
+
+    data, expanded = expand_dataset_entries(data, path)
     try:
         model = SourcesFile.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = _loc(err["loc"])
+            where = _loc(expanded.original_loc(err["loc"]))  # positions as in the file
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key '{err['loc'][-1]}'"
@@ -305,7 +314,7 @@ def load_config(path: str | Path) -> Config:
     seen: set[str] = set()
     problems: list[str] = []
     for i, src in enumerate(model.sources):
-        where = f"{path}: sources[{i}]"
+        where = f"{path}: sources[{expanded.positions[i]}]"
         first_problem = len(problems)
         if src.name in seen:
             problems.append(f"{where}.name: duplicate source name '{src.name}'")
@@ -366,7 +375,9 @@ def load_config(path: str | Path) -> Config:
     b.vocabulary = resolved
     if problems:
         raise ConfigError("\n".join(problems))
-    return Config(path, model, text)
+    config = Config(path, model, text)
+    config.cards, config.skipped = expanded.cards, expanded.skipped
+    return config
 
 
 def _option_problem(err: Any, format_name: str, options_model: type[BaseModel]) -> str:
@@ -387,12 +398,14 @@ def _resolve_label_map(value: str, base: Path, where: str) -> Path:
         return candidate
     from .taxonomy import BUNDLED_SOURCE_MAPS
 
-    for name in (value, value + ".yaml"):
-        bundled = BUNDLED_SOURCE_MAPS / name
-        if bundled.is_file():
-            return bundled
+    for folder in (BUNDLED_SOURCE_MAPS, BUNDLED_SOURCE_MAPS.parent / "cards"):  # a card is one too
+        for name in (value, value + ".yaml"):
+            bundled = folder / name
+            if bundled.is_file():
+                return bundled
     raise ConfigError(
-        f"{where}: label map '{value}' not found (looked for {candidate} and in {BUNDLED_SOURCE_MAPS})"
+        f"{where}: label map '{value}' not found (looked for {candidate}, in {BUNDLED_SOURCE_MAPS}"
+        f" and among the bundled dataset cards)"
     )
 
 

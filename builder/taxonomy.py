@@ -258,6 +258,9 @@ class LabelMap:
         self.modality = modality  # a label's placement may depend on the source's modality
         self.vocab = vocab
         data = _read_yaml(path)
+        if "verified" in data:  # a dataset card (cards.py): its label map is these keys of it
+            data = {k: v for k, v in data.items() if k in ("labels", "department", "new_labels",
+                                                           "default", "description")}
         unknown = set(data) - {"labels", "department", "new_labels", "source", "description",
                                "default"}
         if unknown:

@@ -3,6 +3,9 @@
 Checks, and reports *every* problem found (not only the first):
 
 * the sources file (keys, formats, options, modalities, paths: :func:`~gmai_build.config.load_config`);
+* a source from a dataset card (``dataset:``) must match the card's documented ``layout``
+  (otherwise: "laid out wrongly", with what was expected and what the folder holds); an
+  ``optional: true`` source whose root is absent is reported missing, and the build skips it;
 * the vocabulary files, each source's label map and the question pool, entry by entry;
 * every source's layout: the converter lists its items as the build does (tables parsed,
   annotation files parsed, DICOM headers read with ``stop_before_pixels``, so SEG and RTSTRUCT
@@ -32,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cards import layout_problems
 from .cli import add_output_flags, add_path_flag, quiet
 from .config import BuildSettings, Config, SourceConfig, load_config
 from .converters import Converter, Item, get_converter
@@ -81,10 +85,23 @@ def validate(sources: Path, show_paths: bool = False) -> Findings:
         report = check_pool(pool, vocab)
         found.errors.extend(report.errors)
         found.warnings.extend(report.gaps + report.cues)
+    wrong = 0
+    layout_errors: list[str] = []  # a public card's documented layout: nothing to redact
     for src in config.sources:
+        card = config.cards.get(src.name)
+        problems = layout_problems(card, src.root) if card is not None else []
+        if problems:  # the card's documented layout is not there: say what was expected
+            wrong += 1
+            layout_errors += [f"source '{src.name}': laid out wrongly: {p}" for p in problems]
+            continue
         with warnings.catch_warnings():  # library warnings may quote header values
             warnings.simplefilter("ignore")
             _check_source(src, vocab, found, config.build)
+    found.notes += [f"missing: {line}" for line in config.skipped]
+    if config.cards or config.skipped:
+        present = len(config.cards) - wrong
+        found.notes.append(f"datasets from cards: {present} present, {len(config.skipped)} missing "
+                           f"(optional, skipped), {wrong} laid out wrongly")
     try:
         privacy = make_privacy(config, show_paths)
     except ConfigError as exc:
@@ -94,6 +111,7 @@ def validate(sources: Path, show_paths: bool = False) -> Findings:
     for kind in ("errors", "warnings", "notes"):
         setattr(found, kind, redact_lines(getattr(found, kind), roots, privacy, found.names,
                                           found.labels))
+    found.errors += layout_errors
     return found
 
 

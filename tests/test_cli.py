@@ -56,7 +56,7 @@ def test_unknown_format_name_suggests(capsys) -> None:
 def test_unknown_option_lists_the_valid_ones(tmp_path: Path, capsys) -> None:
     sources = copy_example(tmp_path)
     data = yaml.safe_load(sources.read_text())
-    data["sources"][1]["options"]["patient_colum"] = "patient"
+    data["sources"][1]["options"] = {"patient_colum": "patient"}  # merged into the card's
     write_yaml(sources, data)
     assert main(["validate", "--sources", str(sources)]) == 1
     err = capsys.readouterr().err

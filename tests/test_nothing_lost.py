@@ -111,9 +111,9 @@ def make_slice(rgb: np.ndarray, **kw) -> Slice2D:
 def bccd_maker(tmp_path: Path, **targets) -> CaseMaker:
     src = SourceConfig(name="s", format="voc", root=tmp_path, modality="Microscopy",
                        label_map="bccd", **CITE, targets=targets or {})
-    from gmai_build.taxonomy import BUNDLED_SOURCE_MAPS
+    from gmai_build.taxonomy import LABEL_MAPS
 
-    return CaseMaker(src, LabelMap(BUNDLED_SOURCE_MAPS / "bccd.yaml", "s", load_vocabulary(),
+    return CaseMaker(src, LabelMap(LABEL_MAPS / "cards" / "bccd.yaml", "s", load_vocabulary(),
                                    "Microscopy"))
 
 
