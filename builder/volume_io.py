@@ -9,7 +9,11 @@ millimetres. Display code (:mod:`gmai_build.volumes`) can then be written once.
   :class:`LazyOrientedArray` over nibabel's ArrayProxy that reads one plane when indexed with one
   integer (all a CT slice needs) and loads the volume only when asked for all of it (label
   areas, MR percentiles). Its axes are the native axes permuted and flipped into LPS+ (nibabel
-  orientation transforms), and the affine is adjusted accordingly.
+  orientation transforms), and the affine is adjusted accordingly. A ``.nii.gz`` keeps one
+  gzip stream open for the life of the array: planes read in ascending order (as the slicer
+  reads them) decompress the file once, front to back, where a fresh stream per plane would
+  decompress everything before each plane again (2x the cost of reading the whole volume for
+  5 planes of a 100-slice CT).
 * NRRD / MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) is read with SimpleITK, whose
   physical space already is LPS: ``DICOMOrient(img, "LPS")`` then
   ``GetArrayFromImage(...).transpose(2, 1, 0)``.
@@ -134,7 +138,7 @@ def read_nifti(path: str | Path, channel: int | None = None) -> Volume:
 
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path), keep_file_open=path.name.lower().endswith(".gz"))
     except Exception as exc:  # nibabel raises several types for broken files
         raise BuildError(f"cannot read NIfTI: {type(exc).__name__}: {exc}", file=path) from None
     shape = img.shape

@@ -59,3 +59,29 @@ def test_lazy_channel_of_4d(tmp_path: Path) -> None:
     vol = read_nifti(path, channel=1)
     np.testing.assert_array_equal(vol.array[:, :, 2], data[::-1, ::-1, 2, 1])
     np.testing.assert_array_equal(np.asarray(vol.array), data[::-1, ::-1, :, 1])
+
+
+def test_ascending_planes_of_nii_gz_decompress_the_file_once(tmp_path: Path, monkeypatch) -> None:
+    """The slicer reads planes in ascending order: one gzip stream, read front to back, serves
+    them all (a fresh stream per plane would decompress everything before each plane again)."""
+    import gzip
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(-1000, 1000, (64, 48, 40)).astype(np.int16)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    decompressed = []
+    real_read = gzip._GzipReader.read
+
+    def counting_read(self, size=-1):
+        chunk = real_read(self, size)
+        decompressed.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(gzip._GzipReader, "read", counting_read)
+    lazy = read_nifti(path).array
+    for k in (5, 15, 25, 35):
+        np.testing.assert_array_equal(lazy[:, :, k], data[::-1, ::-1, k])
+    assert lazy._full is None, "plane reads must not load the whole volume"
+    # At most the file once (header + voxels), plus one read-ahead buffer.
+    assert sum(decompressed) <= data.nbytes + 352 + 128 * 1024, sum(decompressed)
