@@ -289,7 +289,7 @@ def png_params() -> list[int]:
 
 
 def output_images(out: Path, decode: bool = True):
-    """BGR arrays (or the base64 text) of every output image of a build (decoding is not timed)."""
+    """BGR arrays (or (modality, base64 text)) of every output image of a build."""
     csv.field_size_limit(1 << 30)
     for tsv in sorted(out.glob("*.tsv")):
         with open(tsv, newline="", encoding="utf-8") as f:
@@ -297,7 +297,7 @@ def output_images(out: Path, decode: bool = True):
                 if not row.get("image"):
                     continue
                 if not decode:
-                    yield row["image"]
+                    yield row["modality"], row["image"]
                     continue
                 data = np.frombuffer(base64.b64decode(row["image"]), np.uint8)
                 yield cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -342,29 +342,33 @@ def floor_main(out: Path) -> None:
 
 
 def png_levels(out: Path, limit: int) -> None:
-    """Size and encode time of the output images at OpenCV's default and levels 1..4 (+9)."""
-    every = list(output_images(out, decode=False))
-    step = max(1, len(every) // limit)  # spread over all sources (TSVs are in index order)
-    images = [cv2.imdecode(np.frombuffer(base64.b64decode(b), np.uint8), cv2.IMREAD_COLOR)
-              for b in every[::step][:limit]]
-    raw = sum(img.nbytes for img in images)
+    """Size and encode time of output images at OpenCV's default and explicit zlib levels,
+    per modality (up to ``limit`` images each): the table behind ``render.PNG_PARAMS``."""
+    by_modality: dict[str, list[str]] = {}
+    for modality, text in output_images(out, decode=False):
+        by_modality.setdefault(modality, []).append(text)
     settings = [("default (level 1, RLE)", [])] + [
         (f"level {k}", [cv2.IMWRITE_PNG_COMPRESSION, k]) for k in (1, 2, 3, 4, 6, 9)]
-    print(f"\nPNG compression on {len(images)} output images ({raw / 2**20:.0f} MiB raw), "
-          "3 interleaved repetitions, median:")
-    times: dict[str, list[float]] = {name: [] for name, _ in settings}
-    sizes: dict[str, int] = {}
-    for _ in range(3):
-        for name, params in settings:
-            t = time.process_time()
-            sizes[name] = sum(len(cv2.imencode(".png", img, params)[1]) for img in images)
-            times[name].append(time.process_time() - t)
-    base_t, base_s = statistics.median(times[settings[0][0]]), sizes[settings[0][0]]
-    print(f"  {'setting':24s} {'bytes/image':>12s} {'size':>7s} {'encode ms/image':>16s} {'time':>6s}")
-    for name, _ in settings:
-        t = statistics.median(times[name])
-        print(f"  {name:24s} {sizes[name] / len(images) / 1024:10.0f} K {sizes[name] / base_s:7.2f}"
-              f" {1000 * t / len(images):16.1f} {t / base_t:6.2f}")
+    print("\nPNG compression of the build's output images, 3 interleaved repetitions, median "
+          "(size and time relative to the default):")
+    for modality, texts in sorted(by_modality.items()):
+        step = max(1, len(texts) // limit)
+        images = [cv2.imdecode(np.frombuffer(base64.b64decode(t), np.uint8), cv2.IMREAD_COLOR)
+                  for t in texts[::step][:limit]]
+        times: dict[str, list[float]] = {name: [] for name, _ in settings}
+        sizes: dict[str, int] = {}
+        for _ in range(3):
+            for name, params in settings:
+                t = time.process_time()
+                sizes[name] = sum(len(cv2.imencode(".png", img, params)[1]) for img in images)
+                times[name].append(time.process_time() - t)
+        base_t, base_s = statistics.median(times[settings[0][0]]), sizes[settings[0][0]]
+        print(f"  {modality} ({len(images)} images, {images[0].shape[1]}x{images[0].shape[0]})")
+        print(f"    {'setting':24s} {'KiB/image':>10s} {'size':>6s} {'ms/image':>9s} {'time':>6s}")
+        for name, _ in settings:
+            t = statistics.median(times[name])
+            print(f"    {name:24s} {sizes[name] / len(images) / 1024:10.0f} "
+                  f"{sizes[name] / base_s:6.2f} {1000 * t / len(images):9.1f} {t / base_t:6.2f}")
 
 
 # Main ------------------------------------------------------------------------------------------
@@ -459,8 +463,13 @@ def measure_builds(args: argparse.Namespace, work: Path, cfg: Path) -> None:
     print(f"build, 2 workers:  {w2:6.1f} s wall, {c2:6.1f} s CPU (CPU x{c2 / c1:.2f})")
     print(f"codec floor:       {floor_wall:6.1f} s wall, {floor_cpu:6.1f} s CPU "
           f"(PNG params {png_params() or 'OpenCV default'})")
+    # On a machine busier than its cores, wall times measure the neighbours: judge by CPU.
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    ratio = c1 / floor_cpu if busy else w1 / floor_wall
     print(f"build / floor, 1 worker: {w1 / floor_wall:.2f} wall, {c1 / floor_cpu:.2f} CPU "
-          f"(target <= {TARGETS['floor']}: {_verdict(w1 / floor_wall <= TARGETS['floor'])})")
+          f"(target <= {TARGETS['floor']}, judged on {'CPU: load average ' if busy else 'wall'}"
+          f"{f'{os.getloadavg()[0]:.1f} > {os.cpu_count()} cores' if busy else ''}: "
+          f"{_verdict(ratio <= TARGETS['floor'])})")
     print(f"speed-up on 2 workers: median {statistics.median(speedups):.2f}x, best "
           f"{max(speedups):.2f}x (target >= {TARGETS['speedup']}x: "
           f"{_verdict(statistics.median(speedups) >= TARGETS['speedup'])})")
