@@ -67,6 +67,7 @@ class CaseMaker:
         if "max_side_scale" in s.extra:  # region coordinates are in the downscaled image
             region = {**region, "max_side_scale": s.extra["max_side_scale"]}
         keep = self.keep(pair_id, case_id, std.label, granularity)
+        png = render() if keep else b""
         return Case(
             case_id=case_id,
             pair_id=pair_id,
@@ -81,7 +82,8 @@ class CaseMaker:
             task=std.task,
             department=std.department,
             modality=self.source.modality,
-            png=render() if keep else b"",
+            png=png,
+            png_sha256=hashlib.sha256(png).hexdigest() if keep else "",
             rendered=keep,
             region=region,
             axis=s.axis,

@@ -145,3 +145,4 @@ class Case:
     slice_index: int | None = None
     exclude: tuple[str, ...] = ()  # other canonical labels also true here: never distractors
     rendered: bool = True  # False: the cap had already ruled it out, so no image was drawn
+    png_sha256: str = ""  # of ``png``, computed where it was encoded (in the worker)

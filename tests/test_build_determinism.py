@@ -4,6 +4,7 @@ plane through one gzip stream (2D sources: test_build_2d.py)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def test_nifti_gz_build_identical_on_one_and_two_workers(tmp_path: Path) -> None
     by_index = {int(r["index"]): r for r in manifest}
     for _, row in frames.iterrows():
         rec = by_index[int(row["index"])]
+        # The checksum (computed in the worker) is the checksum of the published image.
+        assert hashlib.sha256(base64.b64decode(row["image"])).hexdigest() == rec["image_sha256"]
         if rec["granularity"] != "Image Level":
             data = np.asanyarray(nib.load(tmp_path / "data" / rec["files"][0]).dataobj)
             plane = data[::-1, ::-1, rec["slice_index"]].T  # LPS axial display (see volumes)
