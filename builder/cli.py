@@ -32,6 +32,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate:main", "check a sources.yaml and every file it names, without "
                                   "decoding pixels"),
     "formats": ("formats:main", "list the source formats, or one format's options"),
+    "export": ("export:main", "export a build for HF datasets (parquet), lmms-eval or "
+                              "VLMEvalKit"),
 }
 
 
