@@ -53,7 +53,8 @@ def test_nifti_gz_build_identical_on_one_and_two_workers(tmp_path: Path) -> None
     for name in OUTPUTS:
         assert sha256(tmp_path / "one" / name) == sha256(tmp_path / "two" / name), name
     # The planes are the volume's own: a mask question's unmasked pixels are the windowed CT.
-    manifest = [json.loads(line) for line in (tmp_path / "one" / "manifest.jsonl").open()]
+    manifest = [json.loads(line) for line in
+                (tmp_path / "one" / "manifest.jsonl").read_text().splitlines()]
     assert {r["slice_index"] for r in manifest} > {12}
     frames = pd.concat([pd.read_csv(tmp_path / "one" / f"CT_{s}.tsv", sep="\t") for s in
                         ("VAL", "TEST")])
