@@ -78,6 +78,7 @@ class CaseMaker:
             if key in s.extra:
                 region = {**region, key: s.extra[key]}
         keep = not skipped and self.keep(pair_id, case_id, std.label, granularity)
+        png = render() if keep else b""
         return Case(
             case_id=case_id,
             pair_id=pair_id,
@@ -92,7 +93,8 @@ class CaseMaker:
             task=std.task,
             department=std.department,
             modality=self.source.modality,
-            png=render() if keep else b"",
+            png=png,
+            png_sha256=hashlib.sha256(png).hexdigest() if keep else "",
             rendered=keep,
             region=region,
             axis=s.axis,

@@ -485,7 +485,7 @@ def collect_cases(
                 seen.add(c.case_id)
                 if c.rendered:
                     out.refs[c.case_id] = spool.put(c.png)
-                    out.image_sha256[c.case_id] = hashlib.sha256(c.png).hexdigest()
+                    out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
                 tracker.seen(c)
                 out.cases.append(replace(c, png=b""))
             bar.update(1)

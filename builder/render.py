@@ -11,6 +11,9 @@ import numpy as np
 
 OVERLAY_RGB = (255, 0, 0)  # red reads on grey-scale medical images and on most photographs
 MASK_ALPHA = 0.4
+# cv2.imencode parameters of every output PNG: OpenCV's default (zlib level 1, Z_RLE strategy).
+# Measured trade-off of explicit levels in docs/SCALING.md (bench/build_throughput.py --png-levels).
+PNG_PARAMS: list[int] = []
 
 
 def _scale(rgb: np.ndarray) -> int:
@@ -53,7 +56,7 @@ def draw_contour(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def encode_png(rgb: np.ndarray) -> bytes:
     """Lossless PNG of an RGB image (cv2 encodes BGR, as the GMAI-MMBench authors did)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), PNG_PARAMS)
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()

@@ -9,7 +9,13 @@ millimetres. Display code (:mod:`gmai_build.volumes`) can then be written once.
   :class:`LazyOrientedArray` over nibabel's ArrayProxy that reads one plane when indexed with one
   integer (all a CT slice needs) and loads the volume only when asked for all of it (label
   areas, MR percentiles). Its axes are the native axes permuted and flipped into LPS+ (nibabel
-  orientation transforms), and the affine is adjusted accordingly.
+  orientation transforms), and the affine is adjusted accordingly. A ``.nii.gz`` keeps one
+  gzip stream open for the life of the array: planes across the file's slowest axis, read in
+  ascending order (as the slicer reads them), decompress the file once, front to back, where
+  a fresh stream per plane would decompress everything before each plane again (2x the cost of
+  reading the whole volume for 5 planes of a 100-slice CT). A plane along another axis is
+  spread over the whole compressed file, so the first such read loads the volume once (the
+  memory the label volume of a case already takes) instead of decompressing it per plane.
 * NRRD / MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) is read with SimpleITK, whose
   physical space already is LPS: ``DICOMOrient(img, "LPS")`` then
   ``GetArrayFromImage(...).transpose(2, 1, 0)``.
@@ -134,11 +140,15 @@ class LazyOrientedArray:
 
     ``array[:, :, k]`` (any key with exactly one integer) reads just that plane through nibabel's
     ArrayProxy and reorients it; ``np.asarray(array)`` loads and reorients the whole volume once
-    (cached). ``transform`` is nibabel's orientation transform native -> LPS+.
+    (cached). ``transform`` is nibabel's orientation transform native -> LPS+. For a
+    ``compressed`` file, a plane that is not across the file's slowest axis loads the volume
+    once instead (reading it would decompress the whole stream for every plane).
     """
 
-    def __init__(self, proxy, transform: np.ndarray, channel: int | None):
+    def __init__(self, proxy, transform: np.ndarray, channel: int | None,
+                 compressed: bool = False):
         self._proxy = proxy
+        self._compressed = compressed  # planes not across the slowest axis: load once
         self._t = transform
         self._channel = channel
         native = tuple(int(n) for n in proxy.shape[:3])
@@ -171,6 +181,8 @@ class LazyOrientedArray:
         if len(key) != 3 or len(ints) != 1 or self._full is not None:
             return np.asarray(self)[key]
         axis = ints[0]
+        if self._compressed and int(self._t[2, 0]) != axis:
+            return np.asarray(self)[key]
         plane = np.asanyarray(self._proxy[self._native_key(axis, int(key[axis]))])
         rest = [n for n in range(3) if int(self._t[n, 0]) != axis]  # native axes kept, in order
         for pos, n in enumerate(rest):
@@ -200,7 +212,7 @@ def read_nifti(path: str | Path, channel: int | None = None,
 
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path), keep_file_open=path.name.lower().endswith(".gz"))
     except Exception as exc:  # nibabel raises several types for broken files
         raise BuildError(f"cannot read NIfTI: {type(exc).__name__}: {exc}", file=path) from None
     shape = img.shape
@@ -224,7 +236,8 @@ def read_nifti(path: str | Path, channel: int | None = None,
     # Voxel index in the LPS-ordered array -> native index -> RAS mm -> LPS mm.
     ras_affine = np.asarray(img.affine, np.float64) @ nio.inv_ornt_aff(transform, shape[:3])
     affine = _RAS_TO_LPS @ ras_affine
-    array = LazyOrientedArray(img.dataobj, transform, channel)
+    array = LazyOrientedArray(img.dataobj, transform, channel,
+                              compressed=path.name.lower().endswith(".gz"))
     return Volume(array=array, spacing=spacing_of(affine), affine=affine)  # type: ignore[arg-type]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import os
 import shutil
@@ -64,23 +65,53 @@ class ImageSpool:
         self._f.close()
 
 
+LINE_END = "\n"
+
+
+class Base64Text(str):
+    """Text made only of the base64 alphabet (``A-Z a-z 0-9 + / =``), as :func:`b64` returns.
+
+    No TSV dialect ever quotes it, so :func:`write_tsv` writes it as it is instead of letting
+    the csv module scan every character of a ~500 KB image field for quoting (a third of the
+    build time before).
+    """
+
+
 def tsv_writer(f) -> Any:
-    return csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return csv.writer(f, delimiter="\t", lineterminator=LINE_END, quoting=csv.QUOTE_MINIMAL)
 
 
 def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Rows as csv's tab dialect writes them; a :class:`Base64Text` last field is appended as is.
+
+    The bytes are exactly those of ``tsv_writer(f).writerow(row)`` for every row: the other
+    fields still go through the csv module (with an empty last field, which it writes as
+    nothing), so their quoting does not change.
+    """
     n = 0
+    head = io.StringIO()
+    head_writer = tsv_writer(head)
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = tsv_writer(f)
         w.writerow(columns)
         for row in rows:
-            w.writerow([row.get(c, "") for c in columns])
+            values = [row.get(c, "") for c in columns]
+            last = values[-1]
+            if isinstance(last, Base64Text) and last and len(values) > 1:
+                head.seek(0)
+                head.truncate()
+                head_writer.writerow([*values[:-1], ""])
+                f.write(head.getvalue()[: -len(LINE_END)])
+                f.write(last)
+                f.write(LINE_END)
+            else:
+                w.writerow(values)
             n += 1
     return n
 
 
-def b64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
+def b64(png: bytes) -> Base64Text:
+    return Base64Text(base64.b64encode(png).decode("ascii"))
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
