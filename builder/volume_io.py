@@ -219,8 +219,9 @@ def read_nifti(path: str | Path, channel: int | None = None,
     check_budget(shape, path, max_pixels, max_voxels)
     header = img.header
     n_values = int(np.prod([int(n) for n in shape], dtype=object))
-    check_nifti_complete(
-        path, int(header.get_data_offset()) + n_values * header.get_data_dtype().itemsize)
+    # The proxy's offset is where the voxels really start (the header's vox_offset may read 0).
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
+    check_nifti_complete(path, offset + n_values * header.get_data_dtype().itemsize)
     if len(shape) == 5 and shape[3] == 1:  # rare vector layout: read eagerly
         array = _pick_channel(np.asanyarray(img.dataobj), channel, path)
         img = nib.Nifti1Image(np.ascontiguousarray(array), img.affine)

@@ -46,7 +46,8 @@ def test_nifti_gz_build_identical_on_one_and_two_workers(tmp_path: Path) -> None
     cfg = write_yaml(tmp_path / "sources.yaml", {
         "build": {"name": "CT", "seed": 0, "val_fraction": 0.5},
         "sources": [{"name": "ct", "format": "msd", "root": "data", "modality": "CT",
-                     "label_map": "map.yaml", "license": "synthetic", "citation": "test",
+                     "identifying_paths": False, "min_side": 1, "label_map": "map.yaml",
+                     "license": "synthetic", "citation": "test",
                      "slicing": {"per_label": 3}}]})
     assert run_build(cfg, tmp_path / "one", workers=1) == 0
     assert run_build(cfg, tmp_path / "two", workers=2) == 0
