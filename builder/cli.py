@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BuildError
+from .lifecycle import Interrupted, install_signal_handlers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
     p.add_argument("--workers", type=int, help="worker processes (default: build.workers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--rebuild", action="store_true",
+                   help="start over: ignore the build already in --out (new indices, nothing reused)")
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
 
@@ -59,6 +62,7 @@ def _formats() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    install_signal_handlers()
     try:
         if argv[:1] == ["validate"]:
             return _validate(argv[1:])
@@ -76,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
             print("gmai-build: error: give --out or set build.out in the sources file",
                   file=sys.stderr)
             return 2
-        build(config, out, workers=args.workers, progress=not args.no_progress)
+        build(config, out, workers=args.workers, progress=not args.no_progress,
+              rebuild=args.rebuild)
         print(f"gmai-build: wrote {out}", file=sys.stderr)
         return 0
     except BuildError as exc:
         print(f"gmai-build: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM: see lifecycle.py; outdir.py's layout
+        name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"gmai-build: interrupted by {name}; the output folder holds the last complete "
+              "build, nothing partial", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from .cases import CaseMaker, stable_id
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .errors import BuildError
+from .lifecycle import child_init, failpoint
+from .outdir import OutputFolder
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 from .slicing import to_slices
@@ -38,9 +41,7 @@ from .writer import (
     TSV_COLUMNS,
     ImageSpool,
     b64,
-    publish,
     read_manifest,
-    staging,
     summary_markdown,
     summary_tables,
     write_json,
@@ -181,11 +182,15 @@ def iter_cases(
         return
     # fork: workers inherit the context (converter, label map, tracker) without pickling it;
     # the tracker's thresholds live in a manager so that workers see them tighten.
-    with mp.get_context("fork").Manager() as manager:
+    # Both die with this process (even on SIGKILL) and leave Ctrl-C to it: see lifecycle.py.
+    fork = mp.get_context("fork")
+    manager = SyncManager(ctx=fork)
+    manager.start(child_init, (os.getpid(),))
+    with manager:
         shared = manager.dict(tracker.thresholds)
         tracker.thresholds = shared
         try:
-            with mp.get_context("fork").Pool(workers) as pool:
+            with fork.Pool(workers, initializer=child_init, initargs=(os.getpid(),)) as pool:
                 chunk = max(1, min(16, len(items) // (4 * workers)))
                 yield from pool.imap(_cases_of_item, items, chunksize=chunk)
         finally:
@@ -295,6 +300,7 @@ def collect_cases(
                 tracker.seen(c)
                 out.cases.append(replace(c, png=b""))
             bar.update(1)
+            failpoint("reading")
         bar.close()
         files = sorted({p for item in items for p in item.paths})
         out.inputs[src.name] = {
@@ -378,6 +384,7 @@ def write_outputs(
             yield _tsv_row(r, spool.get(refs[r["case_id"]]))
 
     write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))
+    failpoint("writing")
     write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows))
     write_tsv(stage / f"{name}_TEST_answers.tsv", ["index", "answer"],
               ({"index": r["index"], "answer": r["answer"]} for r in test_rows))
@@ -395,30 +402,40 @@ def build(
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    rebuild: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole build and publish into ``out_dir``; returns the summary."""
+    """Run the whole build and publish it into ``out_dir`` atomically; returns the summary.
+
+    ``rebuild`` ignores the build already in ``out_dir`` (new indices, nothing reused).
+    """
     n_workers = workers if workers is not None else (config.build.workers or default_workers())
     vocab, contexts, pool = prepare(config)
-    previous = read_manifest(out_dir)
     for ctx in contexts.values():  # cheap checks for every source before any image is read
         ctx.items = discover(ctx)
         check_known_labels(ctx, ctx.items)
 
-    with staging(out_dir) as stage:
-        spool = ImageSpool(stage / "images.spool")
-        try:
-            got = collect_cases(contexts, config, previous, spool, n_workers, progress)
-            questions, reused_ids, skipped = make_questions(got.cases, vocab, pool, config,
-                                                            previous)
-            records = number_and_split(questions, reused_ids, previous, config,
-                                       got.image_sha256)
-            summary = summary_tables(records)
-            summary["skipped"] = dict(sorted(skipped.items()))
-            info = _build_info(config, got.inputs, summary, previous)
-            outputs = write_outputs(stage, config, records, spool, got.refs, summary, info)
-        finally:
-            spool.close()
-        publish(stage, out_dir, outputs)
+    folder = OutputFolder(out_dir)
+    with folder.locked():
+        removed = folder.remove_leftovers()
+        if removed:
+            log(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
+        previous = {} if rebuild else read_manifest(out_dir)
+        with folder.staging() as stage:
+            spool = ImageSpool(stage / "images.spool")
+            try:
+                got = collect_cases(contexts, config, previous, spool, n_workers, progress)
+                questions, reused_ids, skipped = make_questions(got.cases, vocab, pool, config,
+                                                                previous)
+                records = number_and_split(questions, reused_ids, previous, config,
+                                           got.image_sha256)
+                summary = summary_tables(records)
+                summary["skipped"] = dict(sorted(skipped.items()))
+                info = _build_info(config, got.inputs, summary, previous)
+                write_outputs(stage, config, records, spool, got.refs, summary, info)
+            finally:
+                spool.close()
+                spool.path.unlink(missing_ok=True)
+            folder.publish(stage, last=MANIFEST)
     log(summary_markdown(summary, config.build.name))
     return summary
 
