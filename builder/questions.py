@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import OptionCount
 from .errors import ConfigError
 from .samples import IMAGE_LEVEL, Case
+from .schemas import question_pool_data
 from .taxonomy import GRANULARITIES, TASKS, Vocabulary, normalize_key
 
 LETTERS = "ABCDE"
@@ -53,10 +52,7 @@ class QuestionPool:
 
     def __init__(self, path: Path | None = None):
         self.path = path or DEFAULT_POOL
-        try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{self.path}: cannot read question pool: {exc}") from exc
+        data = question_pool_data(self.path)  # types checked; meaning checked below
         if not isinstance(data, dict) or not data.get("templates"):
             raise ConfigError(f"{self.path}: expected a 'templates' list")
         self.templates: list[Template] = []
@@ -76,6 +72,10 @@ class QuestionPool:
             fields = set(re.findall(r"{([^{}]*)}", raw["text"]))
             if fields - {"modality"}:
                 raise ConfigError(f"{where}.text: only {{modality}} may be used, found {fields}")
+            try:
+                raw["text"].format(modality="CT")
+            except (ValueError, IndexError, KeyError) as exc:  # e.g. a lone '}'
+                raise ConfigError(f"{where}.text: not a valid template: {exc}") from None
             for task in raw.get("tasks", []):
                 if task not in TASKS:
                     raise ConfigError(f"{where}.tasks: unknown clinical VQA task '{task}'")

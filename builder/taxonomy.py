@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .schemas import label_map_data, read_yaml, vocabulary_data
 
 LABEL_MAPS = Path(__file__).resolve().parent.parent / "label_maps"
 if not (LABEL_MAPS / "tree.yaml").is_file():  # installed (non-editable): data is a subpackage
@@ -100,7 +101,7 @@ class Vocabulary:
         self._keys: dict[str, str] = {}
 
     def add_file(self, path: Path) -> None:
-        data = _read_yaml(path)
+        data = vocabulary_data(path)
         for i, raw in enumerate(data.get("labels") or []):
             self.add(raw, f"{path}: labels[{i}]")
 
@@ -168,7 +169,7 @@ class LabelMap:
     def __init__(self, path: Path, source: str, vocab: Vocabulary):
         self.path = path
         self.source = source
-        data = _read_yaml(path)
+        data = label_map_data(path)
         unknown = set(data) - {"labels", "department", "new_labels", "source", "description",
                                "default"}
         if unknown:
@@ -269,12 +270,7 @@ def _raw_text(raw: Any) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping")
     return data
