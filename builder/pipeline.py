@@ -30,6 +30,7 @@ from .errors import BuildError
 from .lifecycle import child_init, failpoint
 from .outdir import OutputFolder
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
+from .rebuild import Reuse, pair_staleness, summarize
 from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 from .slicing import to_slices
 from .split import VAL, group_key, split_of
@@ -222,11 +223,13 @@ def prefilter_items(
     best: dict[str, list[tuple[str, int]]] = defaultdict(list)
     keep: set[int] = set()
     for n, item in enumerate(items):
+        labels_seen: set[str] = set()  # as CaseMaker: the first raw label of a canonical label
         for raw in item.labels or ():
             std = ctx.label_map.lookup(raw, file=item.paths[0] if item.paths else None)
-            if std is None:
+            if std is None or std.label in labels_seen:
                 continue
-            pair_id = stable_id(ctx.config.name, item.key, std.label, "image")
+            labels_seen.add(std.label)
+            pair_id = stable_id(ctx.config.name, item.key, raw, "image")
             if stable_id(pair_id, IMAGE_LEVEL) in previous:
                 keep.add(n)
             best[std.label].append((rank(seed, pair_id), n))
@@ -312,10 +315,12 @@ def collect_cases(
 def make_questions(
     cases: list[Case], vocab: Vocabulary, pool: QuestionPool, config: Config,
     previous: dict[str, dict],
-) -> tuple[list[Question], set[str], Counter[str]]:
-    """Cap, then one question per selected case: previous questions reused as they were.
+) -> tuple[list[Question], set[str], Counter[str], Reuse]:
+    """Cap, then one question per selected case: previous questions reused as they were,
+    unless something they depended on changed (rebuild.py: then regenerated).
 
-    Returns the questions, the ids of the reused ones, and skipped cases counted by reason.
+    Returns the questions, the ids of the reused ones, skipped cases counted by reason, and
+    which previous questions were regenerated (and why) or could not be made any more.
     """
     b = config.build
     selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
@@ -324,7 +329,8 @@ def make_questions(
     letter_counts: Counter[str] = Counter()
     questions: list[Question] = []
     skipped: Counter[str] = Counter()
-    reused = [c for c in selected if _reusable(previous.get(c.case_id), c)]
+    reuse = Reuse(pair_staleness(selected, previous, pools, pool, b.options))
+    reused = [c for c in selected if c.case_id in previous and c.case_id not in reuse.regenerated]
     # The mask and contour questions of one target share their options and answer letter.
     partners: dict[str, Question] = {}
     for c in reused:
@@ -339,6 +345,7 @@ def make_questions(
                           partner=partners.get(c.pair_id))
         if q is None:
             skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
+            reuse.unanswerable.add(c.case_id)
             continue
         questions.append(q)
         if cap_family(c.granularity) == "segmentation":
@@ -346,20 +353,20 @@ def make_questions(
     if not questions:
         raise BuildError("no question could be made: " + "; ".join(skipped) if skipped
                          else "no question could be made: the sources yielded no labelled case")
-    return questions, reused_ids, skipped
+    return questions, reused_ids, skipped, reuse
 
 
 def number_and_split(
     questions: list[Question], reused_ids: set[str], previous: dict[str, dict],
     config: Config, image_sha256: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """Manifest records sorted by index: reused questions keep theirs, new ones follow."""
+    """Manifest records sorted by index: previous targets keep theirs, new ones follow."""
     b = config.build
     next_index = max((r["index"] for r in previous.values()), default=-1) + 1
     records = []
     for q in questions:
         c = q.case
-        if c.case_id in reused_ids:
+        if c.case_id in previous:  # reused or regenerated: the same target keeps its index
             index = previous[c.case_id]["index"]
         else:
             index, next_index = next_index, next_index + 1
@@ -424,24 +431,25 @@ def build(
             spool = ImageSpool(stage / "images.spool")
             try:
                 got = collect_cases(contexts, config, previous, spool, n_workers, progress)
-                questions, reused_ids, skipped = make_questions(got.cases, vocab, pool, config,
-                                                                previous)
+                questions, reused_ids, skipped, reuse = make_questions(
+                    got.cases, vocab, pool, config, previous)
                 records = number_and_split(questions, reused_ids, previous, config,
                                            got.image_sha256)
                 summary = summary_tables(records)
                 summary["skipped"] = dict(sorted(skipped.items()))
+                changes = summarize(previous, records, reuse, got.cases,
+                                    {s.name for s in config.sources}, rebuild)
                 info = _build_info(config, got.inputs, summary, previous)
+                info["changes"] = changes.to_json()
                 write_outputs(stage, config, records, spool, got.refs, summary, info)
             finally:
                 spool.close()
                 spool.path.unlink(missing_ok=True)
             folder.publish(stage, last=MANIFEST)
     log(summary_markdown(summary, config.build.name))
+    for line in changes.lines():
+        log(line)
     return summary
-
-
-def _reusable(old: dict | None, c: Case) -> bool:
-    return old is not None and old["category"] == c.label and old["source"] == c.source
 
 
 def _check_no_leak(records: list[dict[str, Any]]) -> None:

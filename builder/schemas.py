@@ -33,7 +33,6 @@ from pydantic import (
 
 from .errors import ConfigError
 
-
 # libyaml's safe loader when PyYAML was built with it (4x faster on the 3,000-line vocabulary).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -1,0 +1,163 @@
+"""Incremental builds: which previous questions are kept, regenerated or removed, and why.
+
+A question is identified by its target (source, sample, raw label, region, granularity: the
+case id), not by its answer. Building into a folder that holds a build reuses each previous
+question whose target is still produced, *as it was*, unless something it depended on changed:
+
+* its answer: the label map or vocabulary now gives the raw label another canonical label;
+* its clinical VQA task (templates and option pools are chosen per task);
+* an option: a distractor that this target may no longer be offered (gone from the build's
+  labels, from the vocabulary, now a true label of the image, or the pool no longer borrows
+  from the vocabulary), or an option count outside the configured ``options`` range;
+* its template: gone from the question pool, or its text changed.
+
+Such a question is regenerated (new options and letter, same index, same split); a question
+whose target is no longer produced is removed (its index is not reused). What changed, and
+why, is printed and recorded in ``build.json`` under ``changes``. ``gmai-build --rebuild``
+ignores the previous build altogether.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import OptionCount
+from .questions import DistractorPools, QuestionPool
+from .samples import Case
+
+ALL_ADMISSIBLE = 10**9  # ask the pools for every admissible distractor, borrowed ones included
+
+
+def stale_reasons(
+    old: dict[str, Any], case: Case, pools: DistractorPools, templates: QuestionPool,
+    option_count: OptionCount,
+) -> list[str]:
+    """Why the previous question of this target can no longer be reused (empty: reuse it)."""
+    reasons = []
+    if old["category"] != case.label:
+        reasons.append(f"answer changed from '{old['category']}' to '{case.label}'")
+    if old["task"] != case.task:
+        reasons.append(f"task changed from '{old['task']}' to '{case.task}'")
+    if reasons:
+        return reasons  # options and template are redrawn for the new answer anyway
+    admissible = set(pools.candidates(case, ALL_ADMISSIBLE))
+    for option in old["options"]:
+        if option != case.label and option not in admissible:
+            reasons.append(f"option '{option}' may no longer be offered")
+    n = len(old["options"])
+    if n > option_count.max or (n < option_count.min and len(admissible) + 1 > n):
+        reasons.append(f"{n} options, outside options {option_count.min}-{option_count.max}")
+    by_id = {t.id: t for t in templates.templates}
+    template = by_id.get(old["template_id"])
+    if template is None or template.granularity != case.granularity:
+        reasons.append(f"template '{old['template_id']}' is no longer in the question pool")
+    elif template.render(case.modality) != old["question"]:
+        reasons.append(f"template '{old['template_id']}' text changed")
+    return reasons
+
+
+@dataclass
+class Changes:
+    """What this build changed relative to the build it found in the output folder."""
+
+    previous: int = 0  # questions in the previous build
+    kept: int = 0
+    added: int = 0
+    regenerated: list[dict[str, Any]] = field(default_factory=list)  # index, category, reasons
+    removed: list[dict[str, Any]] = field(default_factory=list)  # index, category, reason
+    rebuild: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rebuild": self.rebuild, "previous_questions": self.previous, "kept": self.kept,
+            "added": self.added,
+            "regenerated": sorted(self.regenerated, key=lambda r: r["index"]),
+            "removed": sorted(self.removed, key=lambda r: r["index"]),
+        }
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """What a user reads after the build (the full list is in build.json)."""
+        if self.rebuild:
+            return ["rebuilt from scratch (--rebuild): previous questions and indices ignored"]
+        if not self.previous:
+            return []
+        out = [f"changes since the previous build: {self.kept} kept, "
+               f"{len(self.regenerated)} regenerated, {len(self.removed)} removed, "
+               f"{self.added} added"]
+        events = [(r["index"], f"  question {r['index']} regenerated: {'; '.join(r['reasons'])}")
+                  for r in self.regenerated]
+        events += [(r["index"], f"  question {r['index']} removed: {r['reason']}")
+                   for r in self.removed]
+        events.sort()
+        out += [text for _, text in events[:limit]]
+        if len(events) > limit:
+            out.append(f"  ... and {len(events) - limit} more (build.json: changes)")
+        return out
+
+
+@dataclass
+class Reuse:
+    """What make_questions did with the previous questions of the selected targets."""
+
+    regenerated: dict[str, list[str]] = field(default_factory=dict)  # case id -> reasons
+    unanswerable: set[str] = field(default_factory=set)  # selected, but no distractor left
+
+
+def removal_reason(old: dict[str, Any], all_cases: dict[str, Case], sources: set[str],
+                   skipped: set[str]) -> str:
+    """Why a previous question's target is not in this build."""
+    if old["source"] not in sources:
+        return f"source '{old['source']}' is no longer in the sources file"
+    if old["case_id"] in skipped:
+        return "no distractor is left for its answer"
+    if old["case_id"] in all_cases:
+        return "not selected: the per-label cap is full"
+    return (f"its target (raw label '{old['raw_label']}') is no longer produced: the label map "
+            "drops it or maps it elsewhere, or its image or annotation is gone")
+
+
+def summarize(
+    previous: dict[str, dict[str, Any]], records: list[dict[str, Any]], reuse: Reuse,
+    all_cases: list[Case], sources: set[str], rebuild: bool,
+) -> Changes:
+    """Compare the previous build's records with this build's."""
+    changes = Changes(previous=len(previous), rebuild=rebuild)
+    current = {r["case_id"]: r for r in records}
+    for r in records:
+        if r["case_id"] not in previous:
+            changes.added += 1
+        elif r["case_id"] in reuse.regenerated:
+            changes.regenerated.append({"index": r["index"], "category": r["category"],
+                                        "reasons": reuse.regenerated[r["case_id"]]})
+        else:
+            changes.kept += 1
+    by_id = {c.case_id: c for c in all_cases}
+    for case_id, old in previous.items():
+        if case_id not in current:
+            changes.removed.append({"index": old["index"], "category": old["category"],
+                                    "reason": removal_reason(old, by_id, sources, reuse.unanswerable)})
+    return changes
+
+
+def pair_staleness(
+    selected: list[Case], previous: dict[str, dict[str, Any]], pools: DistractorPools,
+    templates: QuestionPool, option_count: OptionCount,
+) -> dict[str, list[str]]:
+    """case id -> reasons, for every selected case with a previous question to regenerate.
+
+    The mask and contour questions of one target share options and letter, so when one of
+    them must be regenerated, both are.
+    """
+    reasons: dict[str, list[str]] = {}
+    by_pair: dict[str, list[Case]] = {}
+    for c in selected:
+        by_pair.setdefault(c.pair_id, []).append(c)
+    for cases in by_pair.values():
+        olds = [(c, previous[c.case_id]) for c in cases if c.case_id in previous]
+        found = {c.case_id: stale_reasons(old, c, pools, templates, option_count) for c, old in olds}
+        if any(found.values()):
+            shared = list(dict.fromkeys(x for rs in found.values() for x in rs))
+            for c, _ in olds:
+                reasons[c.case_id] = found[c.case_id] or shared
+    return reasons

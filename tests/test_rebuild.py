@@ -1,0 +1,189 @@
+"""Rebuilding into a folder after a label map, vocabulary, pool or option change.
+
+Exactly the questions that depended on what changed are regenerated (same index, new options),
+questions whose target is gone are removed, the rest stay byte for byte; what changed and why
+is printed and recorded in build.json. ``--rebuild`` starts over.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from gmai_build.cli import main
+from gmai_build.questions import DEFAULT_POOL
+from helpers import read_manifest, read_tsv, write_yaml, xray_class_folders, xray_source
+
+CLASSES = {"normal": 5, "pneumonia": 5, "cardiomegaly": 5, "effusion": 5}
+MAP = {"department": "Pulmonary Medicine",
+       "labels": {"normal": "normal", "pneumonia": "pneumonia", "cardiomegaly": "cardiomegaly",
+                  "effusion": "effusion"}}
+
+
+class Project:
+    def __init__(self, root: Path, capsys):
+        self.root, self.capsys = root, capsys
+        xray_class_folders(root / "imgs", CLASSES)
+        self.out = root / "out"
+        self.label_map(MAP)
+        self.config()
+
+    def label_map(self, data: dict) -> None:
+        write_yaml(self.root / "map.yaml", data)
+
+    def config(self, **build) -> None:
+        write_yaml(self.root / "sources.yaml", {
+            "build": {"name": "RB", "per_label_cap": 100, "options": {"min": 2, "max": 4}, **build},
+            "sources": [xray_source()]})
+
+    def build(self, *extra: str) -> str:
+        self.capsys.readouterr()
+        code = main(["--sources", str(self.root / "sources.yaml"), "--out", str(self.out),
+                     "--workers", "1", "--no-progress", *extra])
+        out, err = self.capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    def manifest(self) -> dict[int, dict]:
+        return {r["index"]: r for r in read_manifest(self.out)}
+
+    def changes(self) -> dict:
+        return json.loads((self.out / "build.json").read_text())["changes"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, capsys) -> Project:
+    p = Project(tmp_path, capsys)
+    p.build()
+    return p
+
+
+def _question_keys(r: dict) -> tuple:
+    return (r["case_id"], r["split"], r["question"], r["options"], r["answer"], r["image_sha256"])
+
+
+def test_no_change_keeps_everything_byte_for_byte(project: Project) -> None:
+    before = {f: (project.out / f).read_bytes() for f in ("RB_VAL.tsv", "RB_TEST.tsv",
+                                                          "manifest.jsonl")}
+    printed = project.build()
+    assert {f: (project.out / f).read_bytes() for f in before} == before
+    changes = project.changes()
+    assert (changes["kept"], changes["added"], changes["regenerated"], changes["removed"]) == (
+        20, 0, [], [])
+    assert "changes since the previous build: 20 kept, 0 regenerated, 0 removed, 0 added" in printed
+
+
+def test_dropped_label_removes_its_questions_and_regenerates_those_offering_it(project) -> None:
+    before = project.manifest()
+    project.label_map({**MAP, "labels": {**MAP["labels"], "effusion": "drop"}})
+    printed = project.build()
+    after = project.manifest()
+    gone = {i for i, r in before.items() if r["category"] == "effusion"}
+    offered = {i for i, r in before.items() if i not in gone and "effusion" in r["options"]}
+    assert len(gone) == 5 and offered
+    assert set(after) == set(before) - gone
+    for i, r in after.items():
+        assert "effusion" not in r["options"]
+        assert r["options"][ord(r["answer"]) - 65] == r["category"]
+        if i in offered:  # same target, same index and split; options drawn anew
+            assert (r["case_id"], r["split"], r["category"]) == (
+                before[i]["case_id"], before[i]["split"], before[i]["category"])
+        else:  # untouched by the change: byte for byte the same question
+            assert _question_keys(r) == _question_keys(before[i])
+    changes = project.changes()
+    assert [r["index"] for r in changes["regenerated"]] == sorted(offered)
+    assert all(r["reasons"] == ["option 'effusion' may no longer be offered"]
+               for r in changes["regenerated"])
+    assert [r["index"] for r in changes["removed"]] == sorted(gone)
+    assert all("raw label 'effusion'" in r["reason"] for r in changes["removed"])
+    assert changes["kept"] == 20 - len(gone) - len(offered)
+    assert f"{len(offered)} regenerated, 5 removed, 0 added" in printed
+    first_gone = min(gone)
+    assert f"question {first_gone} removed: its target (raw label 'effusion')" in printed
+    # The TSVs agree with the manifest (VLMEvalKit reads these).
+    tsv = read_tsv(project.out / "RB_VAL.tsv")
+    assert not (tsv[["A", "B", "C", "D"]] == "effusion").any().any()
+
+
+def test_renamed_answer_keeps_the_index(project: Project) -> None:
+    before = project.manifest()
+    project.label_map({**MAP, "labels": {**MAP["labels"], "effusion": "pleural effusion"}})
+    project.build()
+    after = project.manifest()
+    assert set(after) == set(before)
+    renamed = {i for i, r in before.items() if r["category"] == "effusion"}
+    for i in renamed:
+        assert after[i]["case_id"] == before[i]["case_id"]
+        assert after[i]["category"] == "pleural effusion"
+        assert after[i]["options"][ord(after[i]["answer"]) - 65] == "pleural effusion"
+        assert "effusion" not in after[i]["options"]
+    reasons = {r["index"]: r["reasons"] for r in project.changes()["regenerated"]}
+    assert all(reasons[i] == ["answer changed from 'effusion' to 'pleural effusion'"]
+               for i in renamed)
+    offered = {i for i, r in before.items() if i not in renamed and "effusion" in r["options"]}
+    assert set(reasons) == renamed | offered
+    assert all("effusion" not in r["options"] for r in after.values())
+
+
+def test_vocabulary_change_moves_an_answer(project: Project) -> None:
+    """A build vocabulary file makes the map's 'fluid' a synonym of another canonical label."""
+    project.label_map({**MAP, "labels": {**MAP["labels"], "effusion": "fluid"}})
+    write_yaml(project.root / "vocab.yaml",
+               {"labels": [{"label": "effusion", "synonyms": ["fluid"]}]})
+    project.config(vocabulary=["vocab.yaml"])
+    project.build()
+    before = project.manifest()
+    assert sum(r["category"] == "effusion" for r in before.values()) == 5
+    write_yaml(project.root / "vocab.yaml",
+               {"labels": [{"label": "pleural effusion", "synonyms": ["fluid"]}]})
+    project.build()
+    after = project.manifest()
+    moved = {i for i, r in before.items() if r["category"] == "effusion"}
+    assert {after[i]["category"] for i in moved} == {"pleural effusion"}
+    regenerated = {r["index"] for r in project.changes()["regenerated"]}
+    assert moved <= regenerated
+    assert regenerated == moved | {i for i, r in before.items() if "effusion" in r["options"]}
+
+
+def test_pool_template_change_regenerates_only_its_questions(project: Project) -> None:
+    before = project.manifest()
+    pool = DEFAULT_POOL.read_text()
+    used = sorted({r["template_id"] for r in before.values()})
+    target = used[0]
+    text = next(r["question"] for r in before.values() if r["template_id"] == target)
+    assert pool.count(text.replace("X-ray", "{modality}")) == 1
+    (project.root / "pool.yaml").write_text(
+        pool.replace(text.replace("X-ray", "{modality}"), "Which label fits this {modality} image?"))
+    project.config(question_pool="pool.yaml")
+    project.build()
+    after = project.manifest()
+    affected = {i for i, r in before.items() if r["template_id"] == target}
+    changes = project.changes()
+    assert {r["index"] for r in changes["regenerated"]} == affected
+    assert all(r["reasons"] == [f"template '{target}' text changed"] for r in changes["regenerated"])
+    for i in set(before) - affected:
+        assert _question_keys(after[i]) == _question_keys(before[i])
+
+
+def test_fewer_options_allowed_regenerates_the_longer_questions(project: Project) -> None:
+    before = project.manifest()
+    project.config(options={"min": 2, "max": 3})
+    project.build()
+    after = project.manifest()
+    long = {i for i, r in before.items() if len(r["options"]) == 4}
+    assert long and {r["index"] for r in project.changes()["regenerated"]} == long
+    assert all(len(r["options"]) <= 3 for r in after.values())
+
+
+def test_rebuild_starts_over(project: Project, tmp_path: Path) -> None:
+    project.label_map({**MAP, "labels": {**MAP["labels"], "effusion": "drop"}})
+    printed = project.build("--rebuild")
+    assert "rebuilt from scratch (--rebuild)" in printed
+    assert project.changes()["rebuild"] is True
+    fresh = tmp_path / "fresh"
+    project.out, rebuilt = fresh, project.out
+    project.build()
+    for name in ("RB_VAL.tsv", "RB_TEST.tsv", "RB_TEST_answers.tsv", "manifest.jsonl"):
+        assert (rebuilt / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert sorted(project.manifest()) == list(range(15))
