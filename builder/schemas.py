@@ -79,13 +79,28 @@ def read_yaml(path: Path, what: str = "YAML file") -> Any:
     return read_yaml_text(path, what)[1]
 
 
+def _yaml_text(key: Any) -> str:
+    """A key as it was written in the YAML (true, 2024-01-01, 3)."""
+    return {True: "true", False: "false", None: "null"}.get(key, str(key)) if not isinstance(
+        key, str) else key
+
+
 def key_path(loc: tuple[Any, ...]) -> str:
-    """pydantic's error location as the user writes it: ``labels[2].synonyms``."""
+    """pydantic's error location as the user writes it: ``labels[2].synonyms``, ``labels.yes``.
+
+    List positions are ints; a mapping key is followed by pydantic's ``[key]`` marker when the
+    key itself is wrong, and may be any YAML scalar.
+    """
     out = ""
-    for part in loc:
-        if part == _MAPPING:
+    parts = [p for p in loc if p != _MAPPING]
+    for n, part in enumerate(parts):
+        if part == "[key]":
             continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        is_key = n + 1 < len(parts) and parts[n + 1] == "[key]"
+        if isinstance(part, int) and not isinstance(part, bool) and not is_key:
+            out += f"[{part}]"
+        else:
+            out += f".{_yaml_text(part)}" if out else _yaml_text(part)
     return out
 
 
@@ -99,7 +114,8 @@ def validate_file(model: type[BaseModel], data: Any, path: Path, what: str) -> B
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = key_path(err["loc"])
+            loc = err["loc"][:-1] if err["type"] == "invalid_key" else err["loc"]
+            where = key_path(loc)
             lines.append(f"{path}: {where + ': ' if where else ''}{_reason(err)}")
         raise ConfigError("\n".join(lines)) from None
 
@@ -127,8 +143,9 @@ def _reason(err: Any) -> str:
 def _raw_label_key(value: Any) -> str:
     """Raw labels may be written as numbers (mask values); a YAML yes/no or a date may not."""
     if isinstance(value, bool) or value is None or isinstance(value, datetime.date):
-        shown = {True: "true", False: "false", None: "an empty key"}.get(value, str(value))
-        raise ValueError(f"the raw label {shown} is not text; quote it in the YAML")
+        shown = {None: "an empty key"}.get(value, _yaml_text(value))
+        hint = " (YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
+        raise ValueError(f"the raw label {shown} is not text{hint}; quote it in the YAML")
     if isinstance(value, int | float):
         return str(value)
     return value
