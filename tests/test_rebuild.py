@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from gmai_build.cli import main
 from gmai_build.questions import DEFAULT_POOL
 from helpers import read_manifest, read_tsv, write_yaml, xray_class_folders, xray_source
@@ -187,3 +188,77 @@ def test_rebuild_starts_over(project: Project, tmp_path: Path) -> None:
     for name in ("RB_VAL.tsv", "RB_TEST.tsv", "RB_TEST_answers.tsv", "manifest.jsonl"):
         assert (rebuilt / name).read_bytes() == (fresh / name).read_bytes(), name
     assert sorted(project.manifest()) == list(range(15))
+
+
+# Segmentation targets: the mask and contour questions of one target change together ----------
+def _spleen_project(root: Path) -> Path:
+    from helpers import realdata
+
+    (root / "spleen.yaml").write_text("labels:\n  spleen: spleen\n")
+    (root / "pool.yaml").write_text(DEFAULT_POOL.read_text())
+    return write_yaml(root / "sources.yaml", {
+        "build": {"name": "SP", "question_pool": "pool.yaml"},
+        "sources": [{
+            "name": "msd_spleen", "format": "msd", "root": str(realdata("msd_spleen")),
+            "modality": "CT", "label_map": "spleen.yaml", "license": "CC-BY-SA 4.0",
+            "citation": "Antonelli M. et al. The Medical Segmentation Decathlon. Nat Commun 2022",
+            "intensity": {"window": "soft_tissue"}, "slicing": {"per_label": 2},
+        }],
+    })
+
+
+def _pairs(out: Path) -> dict[str, dict[str, dict]]:
+    pairs: dict[str, dict[str, dict]] = {}
+    for r in read_manifest(out):
+        pairs.setdefault(r["pair_id"], {})[r["granularity"]] = r
+    return pairs
+
+
+def test_segmentation_pair_regenerated_together(tmp_path: Path, capsys) -> None:
+    cfg = _spleen_project(tmp_path)
+    out = tmp_path / "out"
+    assert main(["--sources", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    before = _pairs(out)
+    (tmp_path / "spleen.yaml").write_text("labels:\n  spleen: liver\n")
+    assert main(["--sources", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    after = _pairs(out)
+    assert set(after) == set(before) and len(after) == 2
+    for pair_id, pair in after.items():
+        mask, contour = pair["Mask Level"], pair["Contour Level"]
+        assert mask["category"] == contour["category"] == "liver"
+        assert mask["options"] == contour["options"] and mask["answer"] == contour["answer"]
+        assert "spleen" not in mask["options"]
+        for g in pair:
+            assert pair[g]["index"] == before[pair_id][g]["index"]
+    changes = json.loads((out / "build.json").read_text())["changes"]
+    assert len(changes["regenerated"]) == 4 and not changes["removed"]
+
+
+def test_no_distractor_left_is_reported_as_the_reason(tmp_path: Path, capsys) -> None:
+    """The pool stops borrowing distractors from the vocabulary: the spleen questions (one
+    label in their pool) cannot be made any more and are removed, saying why; the X-ray
+    questions are kept."""
+    cfg = _spleen_project(tmp_path)
+    xray_class_folders(tmp_path / "imgs", {"normal": 3, "pneumonia": 3})
+    write_yaml(tmp_path / "map.yaml", MAP)
+    config = yaml.safe_load(cfg.read_text())
+    config["sources"].append(xray_source())
+    write_yaml(cfg, config)
+    out = tmp_path / "out"
+    assert main(["--sources", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    before = {r["index"]: r for r in read_manifest(out)}
+    pool = (tmp_path / "pool.yaml").read_text()
+    assert "local_vocabulary_fallback: true" in pool
+    (tmp_path / "pool.yaml").write_text(
+        pool.replace("local_vocabulary_fallback: true", "local_vocabulary_fallback: false"))
+    capsys.readouterr()
+    assert main(["--sources", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    after = {r["index"]: r for r in read_manifest(out)}
+    spleen = {i for i, r in before.items() if r["source"] == "msd_spleen"}
+    assert len(spleen) == 4 and set(after) == set(before) - spleen
+    changes = json.loads((out / "build.json").read_text())["changes"]
+    assert {r["index"]: r["reason"] for r in changes["removed"]} == {
+        i: "no distractor is left for its answer" for i in spleen}
+    assert changes["kept"] == 6 and not changes["regenerated"]
+    assert f"question {min(spleen)} removed: no distractor is left for its answer" in printed
