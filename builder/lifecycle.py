@@ -81,15 +81,29 @@ def child_init(parent_pid: int) -> None:
 
 @contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Block SIGINT/SIGTERM inside the block; one that arrived is delivered at its end."""
+    """Hold SIGINT/SIGTERM back inside the block; one that arrived takes effect at its end.
+
+    (Swapping the Python-level handlers, not the thread's signal mask: the kernel gives a
+    process-directed signal to any thread that does not block it.)
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    pending: list[int] = []
+    old = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    for s in _STOP_SIGNALS:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if pending:
+            handler = old[signal.Signals(pending[0])]
+            if callable(handler):
+                handler(pending[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), pending[0])
 
 
 def failpoint(name: str) -> None:

@@ -30,7 +30,7 @@ from .errors import BuildError
 from .lifecycle import child_init, failpoint
 from .outdir import OutputFolder
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
-from .rebuild import Reuse, pair_staleness, summarize
+from .rebuild import Reuse, pair_staleness, previous_questions, summarize
 from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 from .slicing import to_slices
 from .split import VAL, group_key, split_of
@@ -42,7 +42,6 @@ from .writer import (
     TSV_COLUMNS,
     ImageSpool,
     b64,
-    read_manifest,
     summary_markdown,
     summary_tables,
     write_json,
@@ -426,7 +425,7 @@ def build(
         removed = folder.remove_leftovers()
         if removed:
             log(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
-        previous = {} if rebuild else read_manifest(out_dir)
+        previous = {} if rebuild else previous_questions(out_dir)
         with folder.staging() as stage:
             spool = ImageSpool(stage / "images.spool")
             try:

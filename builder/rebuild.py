@@ -19,14 +19,72 @@ ignores the previous build altogether.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
 from .config import OptionCount
+from .errors import BuildError
 from .questions import DistractorPools, QuestionPool
 from .samples import Case
+from .schemas import key_path
+from .writer import MANIFEST
 
 ALL_ADMISSIBLE = 10**9  # ask the pools for every admissible distractor, borrowed ones included
+
+
+class PreviousQuestion(BaseModel):
+    """What an incremental build needs from each line of the previous manifest."""
+
+    model_config = ConfigDict(extra="allow")
+    case_id: StrictStr
+    index: StrictInt
+    source: StrictStr
+    raw_label: StrictStr
+    category: StrictStr
+    task: StrictStr
+    split: StrictStr
+    template_id: StrictStr
+    question: StrictStr
+    options: list[StrictStr]
+    answer: StrictStr
+
+
+def previous_questions(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The questions of the build published in ``out_dir``, by case id (empty if none).
+
+    A manifest that cannot be continued (edited by hand, written by an incompatible version)
+    is an error that says so and names ``--rebuild``, never a traceback.
+    """
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    records: dict[str, dict[str, Any]] = {}
+    hint = "; the build in this folder cannot be continued: fix it, or start over with --rebuild"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read the previous manifest: {exc}{hint}", file=path) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = PreviousQuestion.model_validate(json.loads(line)).model_dump()
+        except json.JSONDecodeError as exc:
+            raise BuildError(f"line {n}: not valid JSON ({exc.msg}){hint}", file=path) from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise BuildError(f"line {n}: {key_path(err['loc']) or 'record'}: {err['msg']}{hint}",
+                             file=path) from None
+        if rec["case_id"] in records or not 0 < len(rec["options"]) <= 5 or rec["answer"] not in (
+                "ABCDE"[:len(rec["options"])]):
+            raise BuildError(f"line {n}: duplicate case id or answer without option{hint}",
+                             file=path)
+        records[rec["case_id"]] = rec
+    return records
 
 
 def stale_reasons(

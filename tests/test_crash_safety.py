@@ -174,6 +174,15 @@ def test_sigint_sigterm_one_line_nothing_left(project, tmp_path: Path, how: str,
     assert not leftovers(out)
 
 
+def test_a_signal_during_publish_waits_for_it(project, tmp_path: Path) -> None:
+    """SIGTERM between the rename and the pointer swap: held back until B is published."""
+    p, out_a, ref_b = project
+    out = _copy(out_a, tmp_path / "out")
+    done = p.run(p.b, out, failpoint="renamed:SIGTERM")
+    assert done.returncode == 143 and "Traceback" not in done.stderr
+    assert published(out) == published(ref_b) and not leftovers(out)
+
+
 def test_second_build_into_the_same_folder_is_refused(project, tmp_path: Path) -> None:
     import fcntl
 

@@ -262,3 +262,23 @@ def test_no_distractor_left_is_reported_as_the_reason(tmp_path: Path, capsys) ->
         i: "no distractor is left for its answer" for i in spleen}
     assert changes["kept"] == 6 and not changes["regenerated"]
     assert f"question {min(spleen)} removed: no distractor is left for its answer" in printed
+
+
+@pytest.mark.parametrize("damage, message", [
+    (b'{"case_id": "x", "index": 0\n', "line 1: not valid JSON"),
+    (b'{"case_id": "x", "index": "0"}\n', "line 1: index: Input should be a valid integer"),
+])
+def test_a_damaged_previous_manifest_is_a_clean_error(project: Project, damage: bytes,
+                                                      message: str) -> None:
+    """(A hand-edited manifest: the atomic publish never leaves a partial one.)"""
+    manifest = (project.out / "manifest.jsonl").resolve()
+    manifest.write_bytes(damage)
+    project.capsys.readouterr()
+    code = main(["--sources", str(project.root / "sources.yaml"), "--out", str(project.out),
+                 "--no-progress"])
+    err = project.capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith(f"gmai-build: error: file {project.out / 'manifest.jsonl'}: {message}")
+    assert "start over with --rebuild" in err
+    project.build("--rebuild")
+    assert len(project.manifest()) == 20
