@@ -43,7 +43,8 @@ STAGING_PREFIX = ".staging-"
 _BUILD_NAME = re.compile(r"^build-(\d{6})$")
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,10 +57,16 @@ def _fsync_tree(root: Path, last: str | None) -> None:
     files = sorted((p for p in root.rglob("*") if p.is_file() and not p.is_symlink()),
                    key=lambda p: p.name == last)
     for p in files:
-        with open(p, "rb+") as f:
-            os.fsync(f.fileno())
+        _fsync(p)
     for d in sorted({p.parent for p in files} | {root}, key=lambda d: -len(d.parts)):
-        _fsync_dir(d)
+        _fsync(d)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _replace_symlink(link: Path, target: str) -> None:
@@ -117,7 +124,7 @@ class OutputFolder:
         for p in sorted(self.builds.iterdir()):
             if keep is not None and p.resolve() == keep.resolve():
                 continue
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            _remove(p)
             removed.append(f"{BUILDS}/{p.name}")
         for p in sorted(self.path.iterdir()):  # staging of the former layout, stale temp links
             if p.name.startswith(STAGING_PREFIX) and p.is_dir() and not p.is_symlink():
@@ -157,7 +164,7 @@ class OutputFolder:
         with deferred_signals():
             final = self.builds / self._next_name()
             os.rename(stage, final)
-            _fsync_dir(self.builds)
+            _fsync(self.builds)
             failpoint("renamed")
             # Links first: before the swap they point through the old `current` (a name that
             # is new in this build is a dangling link, i.e. absent, until the swap).
@@ -165,11 +172,11 @@ class OutputFolder:
                 _replace_symlink(self.path / entry, f"{CURRENT}/{entry}")
             failpoint("linked")
             _replace_symlink(self.current, f"{BUILDS}/{final.name}")  # the commit point
-            _fsync_dir(self.path)
+            _fsync(self.path)
             failpoint("swapped")
             for p in self.builds.iterdir():
                 if p != final:
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+                    _remove(p)
             self._remove_dangling_links()
         return final
 
