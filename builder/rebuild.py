@@ -12,7 +12,9 @@ question whose target is still produced, *as it was*, unless something it depend
 * its template: gone from the question pool, or its text changed.
 
 Such a question is regenerated (new options and letter, same index, same split); a question
-whose target is no longer produced is removed (its index is not reused). What changed, and
+whose target is no longer produced is removed (its index is not reused). A kept question whose
+department, modality, original task or split changed (a label map's department, a new
+``val_fraction``) keeps its question and options and is listed as updated. What changed, and
 why, is printed and recorded in ``build.json`` under ``changes``. ``gmai-build --rebuild``
 ignores the previous build altogether.
 """
@@ -124,6 +126,7 @@ class Changes:
     added: int = 0
     regenerated: list[dict[str, Any]] = field(default_factory=list)  # index, category, reasons
     removed: list[dict[str, Any]] = field(default_factory=list)  # index, category, reason
+    updated: list[dict[str, Any]] = field(default_factory=list)  # kept; columns changed, why
     rebuild: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +135,7 @@ class Changes:
             "added": self.added,
             "regenerated": sorted(self.regenerated, key=lambda r: r["index"]),
             "removed": sorted(self.removed, key=lambda r: r["index"]),
+            "updated": sorted(self.updated, key=lambda r: r["index"]),
         }
 
     def lines(self, limit: int = 20) -> list[str]:
@@ -142,11 +146,14 @@ class Changes:
             return []
         out = [f"changes since the previous build: {self.kept} kept, "
                f"{len(self.regenerated)} regenerated, {len(self.removed)} removed, "
-               f"{self.added} added"]
+               f"{self.added} added"
+               + (f" ({len(self.updated)} kept with changed columns)" if self.updated else "")]
         events = [(r["index"], f"  question {r['index']} regenerated: {'; '.join(r['reasons'])}")
                   for r in self.regenerated]
         events += [(r["index"], f"  question {r['index']} removed: {r['reason']}")
                    for r in self.removed]
+        events += [(r["index"], f"  question {r['index']} kept, {'; '.join(r['reasons'])}")
+                   for r in self.updated]
         events.sort()
         out += [text for _, text in events[:limit]]
         if len(events) > limit:
@@ -175,6 +182,16 @@ def removal_reason(old: dict[str, Any], all_cases: dict[str, Case], sources: set
             "drops it or maps it elsewhere, or its image or annotation is gone")
 
 
+# Columns a kept question may change without a new question: its place in the tree, its split.
+_METADATA = ("department", "modality", "original_task", "split")
+
+
+def metadata_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How a kept question's columns changed (the question, options and answer did not)."""
+    return [f"{key} changed from '{old.get(key)}' to '{new[key]}'"
+            for key in _METADATA if old.get(key) != new[key]]
+
+
 def summarize(
     previous: dict[str, dict[str, Any]], records: list[dict[str, Any]], reuse: Reuse,
     all_cases: list[Case], sources: set[str], rebuild: bool,
@@ -190,6 +207,10 @@ def summarize(
                                         "reasons": reuse.regenerated[r["case_id"]]})
         else:
             changes.kept += 1
+            moved = metadata_changes(previous[r["case_id"]], r)
+            if moved:
+                changes.updated.append({"index": r["index"], "category": r["category"],
+                                        "reasons": moved})
     by_id = {c.case_id: c for c in all_cases}
     for case_id, old in previous.items():
         if case_id not in current:

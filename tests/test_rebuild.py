@@ -282,3 +282,25 @@ def test_a_damaged_previous_manifest_is_a_clean_error(project: Project, damage: 
     assert "start over with --rebuild" in err
     project.build("--rebuild")
     assert len(project.manifest()) == 20
+
+
+def test_department_and_split_changes_are_reported_on_kept_questions(project: Project) -> None:
+    before = project.manifest()
+    project.label_map({**MAP, "department": "Infectious Diseases"})
+    project.config(val_fraction=0.5)
+    printed = project.build()
+    after = project.manifest()
+    changes = project.changes()
+    assert changes["kept"] == 20 and not changes["regenerated"]
+    updated = {r["index"]: r["reasons"] for r in changes["updated"]}
+    # 'normal' takes its department from the label map; the others have their own.
+    normal = {i for i, r in before.items() if r["category"] == "normal"}
+    moved = {i for i in before if before[i]["split"] != after[i]["split"]}
+    assert normal and moved
+    assert set(updated) == normal | moved
+    for i in normal:
+        assert "department changed from 'Pulmonary Medicine' to 'Infectious Diseases'" in updated[i]
+        assert _question_keys(after[i])[2:] == _question_keys(before[i])[2:]
+    for i in moved:
+        assert f"split changed from '{before[i]['split']}' to '{after[i]['split']}'" in updated[i]
+    assert f"({len(updated)} kept with changed columns)" in printed
