@@ -143,7 +143,7 @@ def _reason(err: Any) -> str:
 def _raw_label_key(value: Any) -> str:
     """Raw labels may be written as numbers (mask values); a YAML yes/no or a date may not."""
     if isinstance(value, bool) or value is None or isinstance(value, datetime.date):
-        shown = {None: "an empty key"}.get(value, _yaml_text(value))
+        shown = "an empty key" if value is None else _yaml_text(value)
         hint = " (YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
         raise ValueError(f"the raw label {shown} is not text{hint}; quote it in the YAML")
     if isinstance(value, int | float):

@@ -29,10 +29,12 @@ from hypothesis import strategies as st
 
 EXAMPLES = 300
 THOROUGH = 3000
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+# The default suite replays the same examples on every run (a CI failure reproduces); the
+# thorough runs draw new ones each time (print_blob: a failure prints how to replay it).
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
-THOROUGH_FUZZ = settings(FUZZ, max_examples=THOROUGH)
+THOROUGH_FUZZ = settings(FUZZ, max_examples=THOROUGH, derandomize=False, print_blob=True)
 
 # Values of any YAML type. Text avoids path-like characters so that a fuzzed sources.yaml can
 # never point a source at "/" or "${HOME}" (the CLI test validates what it is given).
