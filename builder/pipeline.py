@@ -437,7 +437,7 @@ def build(
                 summary = summary_tables(records)
                 summary["skipped"] = dict(sorted(skipped.items()))
                 changes = summarize(previous, records, reuse, got.cases,
-                                    {s.name for s in config.sources}, rebuild)
+                                    {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
                 info = _build_info(config, got.inputs, summary, previous)
                 info["changes"] = changes.to_json()
                 write_outputs(stage, config, records, spool, got.refs, summary, info)

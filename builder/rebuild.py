@@ -33,6 +33,7 @@ from .errors import BuildError
 from .questions import DistractorPools, QuestionPool
 from .samples import Case
 from .schemas import key_path
+from .taxonomy import LabelMap
 from .writer import MANIFEST
 
 ALL_ADMISSIBLE = 10**9  # ask the pools for every admissible distractor, borrowed ones included
@@ -169,17 +170,24 @@ class Reuse:
     unanswerable: set[str] = field(default_factory=set)  # selected, but no distractor left
 
 
-def removal_reason(old: dict[str, Any], all_cases: dict[str, Case], sources: set[str],
-                   skipped: set[str]) -> str:
+def removal_reason(old: dict[str, Any], all_cases: dict[str, Case],
+                   label_maps: dict[str, LabelMap], skipped: set[str]) -> str:
     """Why a previous question's target is not in this build."""
-    if old["source"] not in sources:
+    label_map = label_maps.get(old["source"])
+    if label_map is None:
         return f"source '{old['source']}' is no longer in the sources file"
     if old["case_id"] in skipped:
         return "no distractor is left for its answer"
     if old["case_id"] in all_cases:
         return "not selected: the per-label cap is full"
-    return (f"its target (raw label '{old['raw_label']}') is no longer produced: the label map "
-            "drops it or maps it elsewhere, or its image or annotation is gone")
+    try:
+        dropped = label_map.lookup(old["raw_label"]) is None
+    except BuildError:  # not a single raw label (merged masks 'a+b'), or no longer mapped
+        dropped = False
+    if dropped:
+        return f"the label map now drops raw label '{old['raw_label']}'"
+    return (f"its target (raw label '{old['raw_label']}') is no longer produced: its image or "
+            "annotation is gone or changed, or the label map now merges or splits it")
 
 
 # Columns a kept question may change without a new question: its place in the tree, its split.
@@ -194,7 +202,7 @@ def metadata_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def summarize(
     previous: dict[str, dict[str, Any]], records: list[dict[str, Any]], reuse: Reuse,
-    all_cases: list[Case], sources: set[str], rebuild: bool,
+    all_cases: list[Case], label_maps: dict[str, LabelMap], rebuild: bool,
 ) -> Changes:
     """Compare the previous build's records with this build's."""
     changes = Changes(previous=len(previous), rebuild=rebuild)
@@ -215,7 +223,8 @@ def summarize(
     for case_id, old in previous.items():
         if case_id not in current:
             changes.removed.append({"index": old["index"], "category": old["category"],
-                                    "reason": removal_reason(old, by_id, sources, reuse.unanswerable)})
+                                    "reason": removal_reason(old, by_id, label_maps,
+                                                             reuse.unanswerable)})
     return changes
 
 

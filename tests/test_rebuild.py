@@ -97,11 +97,12 @@ def test_dropped_label_removes_its_questions_and_regenerates_those_offering_it(p
     assert all(r["reasons"] == ["option 'effusion' may no longer be offered"]
                for r in changes["regenerated"])
     assert [r["index"] for r in changes["removed"]] == sorted(gone)
-    assert all("raw label 'effusion'" in r["reason"] for r in changes["removed"])
+    assert all(r["reason"] == "the label map now drops raw label 'effusion'"
+               for r in changes["removed"])
     assert changes["kept"] == 20 - len(gone) - len(offered)
     assert f"{len(offered)} regenerated, 5 removed, 0 added" in printed
     first_gone = min(gone)
-    assert f"question {first_gone} removed: its target (raw label 'effusion')" in printed
+    assert f"question {first_gone} removed: the label map now drops raw label 'effusion'" in printed
     # The TSVs agree with the manifest (VLMEvalKit reads these).
     tsv = read_tsv(project.out / "RB_VAL.tsv")
     assert not (tsv[["A", "B", "C", "D"]] == "effusion").any().any()
@@ -304,3 +305,20 @@ def test_department_and_split_changes_are_reported_on_kept_questions(project: Pr
     for i in moved:
         assert f"split changed from '{before[i]['split']}' to '{after[i]['split']}'" in updated[i]
     assert f"({len(updated)} kept with changed columns)" in printed
+
+
+def test_deleted_image_removes_its_question_saying_why(project: Project) -> None:
+    before = project.manifest()
+    first = sorted((project.root / "imgs" / "pneumonia").iterdir())[0]
+    first.unlink()
+    project.build()
+    after = project.manifest()
+    assert len(after) == 19 and set(after) < set(before)
+    (gone,) = set(before) - set(after)
+    victim = before[gone]
+    removed = project.changes()["removed"]
+    assert [(r["index"], r["category"]) for r in removed] == [(victim["index"], "pneumonia")]
+    assert removed[0]["reason"].startswith(
+        "its target (raw label 'pneumonia') is no longer produced: its image or annotation is gone")
+    # Its index is not given to another question.
+    assert victim["index"] not in after
