@@ -194,7 +194,10 @@ def iter_cases(
                 chunk = max(1, min(16, len(items) // (4 * workers)))
                 yield from pool.imap(_cases_of_item, items, chunksize=chunk)
         finally:
-            tracker.thresholds = dict(shared)
+            try:
+                tracker.thresholds = dict(shared)
+            except Exception:  # unwinding from Ctrl-C mid-call: thresholds only save work
+                tracker.thresholds = {}
 
 
 

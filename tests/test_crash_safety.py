@@ -174,6 +174,40 @@ def test_sigint_sigterm_one_line_nothing_left(project, tmp_path: Path, how: str,
     assert not leftovers(out)
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_signals_at_random_moments(project, tmp_path: Path, how: signal.Signals) -> None:
+    """SIGTERM to the build (as `kill` does) or SIGINT to its process group (as Ctrl-C does)
+    at moments spread over a whole build: it completes or stops with one line, never a
+    traceback, and leaves only a complete build and no process behind."""
+    p, out_a, ref_b = project
+    started = time.monotonic()
+    p.run(p.b, _copy(out_a, tmp_path / "timing"))
+    duration = time.monotonic() - started
+    outcomes = []
+    for k in range(1, 5):
+        out = _copy(out_a, tmp_path / f"out{k}")
+        marker = uuid.uuid4().hex
+        proc = p.start(p.b, out, marker=marker)
+        time.sleep(duration * k / 5)
+        if how == signal.SIGINT:
+            os.killpg(proc.pid, how)
+        else:
+            proc.send_signal(how)
+        done = finish(proc)
+        assert "Traceback" not in done.stderr, done.stderr
+        if done.returncode == 128 + how:
+            assert done.stderr.strip().splitlines() == [
+                f"gmai-build: interrupted by {how.name}; the output folder holds the last "
+                "complete build, nothing partial"]
+        else:  # finished first, or stopped by the default action before Python was ready
+            assert done.returncode in (0, -how), done.stderr
+        _no_orphans(marker)
+        assert published(out) in (published(out_a), published(ref_b))
+        assert not leftovers(out)
+        outcomes.append(done.returncode)
+    assert 128 + how in outcomes  # (the moments do reach the build itself)
+
+
 def test_a_signal_during_publish_waits_for_it(project, tmp_path: Path) -> None:
     """SIGTERM between the rename and the pointer swap: held back until B is published."""
     p, out_a, ref_b = project
