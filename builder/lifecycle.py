@@ -23,7 +23,11 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import DictProxy, SyncManager
+from multiprocessing.pool import Pool
+from typing import Any
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -70,6 +74,24 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+_STARTING_HELPERS = False  # True while worker_pool forks: see _child_signals
+
+
+def _child_signals() -> None:
+    """Right after a helper's fork: Ctrl-C is the parent's business, SIGTERM (Pool.terminate)
+    kills. The helper was forked with both signals blocked, so one sent before this point
+    (the parent may terminate a pool whose workers have not run yet) waits, and is delivered
+    now under these dispositions, never to the parent's Python handlers."""
+    if _STARTING_HELPERS:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_child_signals)
+
+
 def child_init(parent_pid: int) -> None:
     """Initializer of pool workers and managers (pass ``os.getpid()`` of the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -77,6 +99,37 @@ def child_init(parent_pid: int) -> None:
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+@contextmanager
+def worker_pool(
+    ctx: BaseContext, workers: int, shared: dict[str, Any]
+) -> Iterator[tuple[Pool, DictProxy]]:
+    """A pool of ``workers`` processes and a manager holding a copy of ``shared``.
+
+    Both run :func:`child_init` (die with this process, leave Ctrl-C to it) and are started
+    with SIGINT/SIGTERM held back: a signal arriving while they fork would otherwise leave a
+    manager that nobody shuts down (and that the interpreter waits for at exit), be lost in a
+    fork hook, or reach a worker before it dropped this process's handlers (then
+    ``Pool.terminate`` waits forever for it). Leaving the block terminates the pool, then
+    shuts the manager down.
+    """
+    global _STARTING_HELPERS
+    with ExitStack() as stack:
+        with deferred_signals():
+            _STARTING_HELPERS = True
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # (inherited)
+            try:
+                manager = SyncManager(ctx=ctx)
+                manager.start(child_init, (os.getpid(),))
+                stack.callback(manager.shutdown)
+                proxy = manager.dict(shared)
+                pool = ctx.Pool(workers, initializer=child_init, initargs=(os.getpid(),))
+                stack.callback(pool.terminate)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                _STARTING_HELPERS = False
+        yield pool, proxy
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from .cases import CaseMaker, stable_id
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .errors import BuildError
-from .lifecycle import child_init, failpoint
+from .lifecycle import failpoint, worker_pool
 from .outdir import OutputFolder
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .rebuild import Reuse, pair_staleness, previous_questions, summarize
@@ -183,16 +182,11 @@ def iter_cases(
     # fork: workers inherit the context (converter, label map, tracker) without pickling it;
     # the tracker's thresholds live in a manager so that workers see them tighten.
     # Both die with this process (even on SIGKILL) and leave Ctrl-C to it: see lifecycle.py.
-    fork = mp.get_context("fork")
-    manager = SyncManager(ctx=fork)
-    manager.start(child_init, (os.getpid(),))
-    with manager:
-        shared = manager.dict(tracker.thresholds)
+    with worker_pool(mp.get_context("fork"), workers, tracker.thresholds) as (pool, shared):
         tracker.thresholds = shared
         try:
-            with fork.Pool(workers, initializer=child_init, initargs=(os.getpid(),)) as pool:
-                chunk = max(1, min(16, len(items) // (4 * workers)))
-                yield from pool.imap(_cases_of_item, items, chunksize=chunk)
+            chunk = max(1, min(16, len(items) // (4 * workers)))
+            yield from pool.imap(_cases_of_item, items, chunksize=chunk)
         finally:
             try:
                 tracker.thresholds = dict(shared)
