@@ -126,6 +126,7 @@ def worker_pool(
                 proxy = manager.dict(shared)
                 pool = ctx.Pool(workers, initializer=child_init, initargs=(os.getpid(),))
                 stack.callback(pool.terminate)
+                failpoint("helpers")  # (tests: a signal as the helpers are being started)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 _STARTING_HELPERS = False

@@ -24,7 +24,7 @@ from helpers import REPO, leftovers, published, write_yaml, xray_class_folders, 
 MAP = ("department: Pulmonary Medicine\n"
        "labels: {normal: normal, pneumonia: pneumonia, cardiomegaly: cardiomegaly}\n")
 # Before the commit point readers must still see build A; from it on, build B.
-BEFORE_COMMIT = ["reading", "writing", "staged", "renamed", "linked"]
+BEFORE_COMMIT = ["helpers", "reading", "writing", "staged", "renamed", "linked"]
 AFTER_COMMIT = ["swapped"]
 
 
@@ -156,7 +156,7 @@ def test_sigkill_from_outside_while_workers_run(project, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("how, code", [("SIGTERM", 143), ("SIGINT", 130)])
-@pytest.mark.parametrize("point", ["reading", "writing"])
+@pytest.mark.parametrize("point", ["helpers", "reading", "writing"])
 def test_sigint_sigterm_one_line_nothing_left(project, tmp_path: Path, how: str, code: int,
                                              point: str) -> None:
     p, out_a, _ = project
