@@ -24,7 +24,7 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 from gmai_eval.adapters import FirstBaseline
-from gmai_eval.runner import predict
+from gmai_eval.runner import best_records, predict, prediction_files
 from gmai_eval.scoring import collect, write_scores
 
 class DecodingFirst(FirstBaseline):
@@ -37,7 +37,7 @@ class DecodingFirst(FirstBaseline):
 data, out = sys.argv[1], sys.argv[2]
 t = time.monotonic()
 d = predict(data, DecodingFirst(), out, chunksize=int(sys.argv[3]))
-res = write_scores(collect(data, d), d, "memory bench", n_boot=200)
+res = write_scores(collect(data, best_records(prediction_files(d))), d, "memory bench")
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_rss_mb": peak_kb / 1024, "n": res["n"], "seconds": time.monotonic() - t}))
 """

@@ -1,27 +1,63 @@
-"""``gmai-build``: build a benchmark (default), ``validate`` a config, list ``formats``.
+"""``gmai-build``: build a benchmark (the default command), or run a subcommand.
 
-    gmai-build --sources sources.yaml --out build/
+    gmai-build --sources sources.yaml --out build/        (same as: gmai-build build ...)
     gmai-build validate --sources sources.yaml
-    gmai-build formats
+    gmai-build formats [NAME]
+
+Adding a subcommand is one line in :data:`SUBCOMMANDS`: its name, the ``module:function`` that
+runs it (imported only when that subcommand runs) and a one-line help. The function takes the
+arguments after the subcommand's name (``list[str]``) and returns the exit status; it parses
+them with its own :class:`argparse.ArgumentParser` (``prog="gmai-build NAME"``; see
+:func:`add_output_flags` for ``--quiet``). It raises :class:`~gmai_build.errors.BuildError` for
+anything the user got wrong: :func:`main` prints it as one line, never a traceback, and also
+ends quietly when stdout is a closed pipe (``gmai-build ... | head``) or on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 from .errors import BuildError
 from .lifecycle import Interrupted, install_signal_handlers
 
+# name -> ("module:function" relative to gmai_build, one-line help). One line per subcommand.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("cli:cmd_build", "build a benchmark (the default when no subcommand is given)"),
+    "validate": ("validate:main", "check a sources.yaml and every file it names, without "
+                                  "decoding pixels"),
+    "formats": ("formats:main", "list the source formats, or one format's options"),
+    "export": ("export:main", "export a build for HF datasets (parquet), lmms-eval or "
+                              "VLMEvalKit"),
+}
 
-def _parser() -> argparse.ArgumentParser:
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``--quiet/-q`` (print only errors), shared by the subcommands: read it with :func:`quiet`."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+
+def quiet(args: argparse.Namespace) -> bool:
+    """True under ``--quiet``, which also silences library warnings (e.g. DICOM readers')."""
+    if getattr(args, "quiet", False):
+        warnings.simplefilter("ignore")
+        return True
+    return False
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {name:10s} {text}" for name, (_, text) in SUBCOMMANDS.items())
     p = argparse.ArgumentParser(
         prog="gmai-build",
         description="Build a GMAI-MMBench-style VQA benchmark from the datasets in sources.yaml.",
-        epilog="Subcommands: 'gmai-build validate --sources FILE' checks config, label maps and "
-        "question pools without building; 'gmai-build formats' lists the converters.",
+        epilog=f"subcommands (gmai-build NAME --help):\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sources", required=True, type=Path, help="the sources.yaml to build")
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
@@ -29,64 +65,57 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--rebuild", action="store_true",
                    help="start over: ignore the build already in --out (new indices, nothing reused)")
+    add_output_flags(p)
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
 
 
-def _validate(argv: list[str]) -> int:
+def cmd_build(argv: list[str]) -> int:
+    """Build into ``--out``; prints a short summary (``summary.md`` holds the full one)."""
+    args = _build_parser().parse_args(argv)
     from .config import load_config
-    from .pipeline import check_known_labels, discover, prepare
+    from .console import short_summary
+    from .pipeline import build
 
-    p = argparse.ArgumentParser(prog="gmai-build validate",
-                                description="Check sources.yaml, label maps and question pools.")
-    p.add_argument("--sources", required=True, type=Path)
-    args = p.parse_args(argv)
     config = load_config(args.sources)
-    _, contexts, _ = prepare(config)
-    for ctx in contexts.values():
-        items = discover(ctx)
-        check_known_labels(ctx, items)
-        print(f"{ctx.config.name}: {ctx.config.format}, {len(items)} items, label map OK")
-    print(f"{args.sources}: OK ({len(config.sources)} sources)")
+    out = args.out or config.build.out
+    if out is None:
+        raise BuildError(f"{args.sources}: give --out or set build.out in the sources file")
+    silent = quiet(args)
+    progress = not (args.no_progress or silent) and sys.stderr.isatty()
+    summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
+                    notify=(lambda _: None) if silent else print, rebuild=args.rebuild)
+    if not silent:
+        print(short_summary(summary, config.build.name, Path(out)))
     return 0
 
 
-def _formats() -> int:
-    from .converters import registry
-
-    for name, cls in registry().items():
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        print(f"{name:24s} {doc[0] if doc else ''}")
-    return 0
+def _resolve(name: str) -> Callable[[list[str]], int]:
+    module_name, _, function = SUBCOMMANDS[name][0].partition(":")
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    return getattr(module, function)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     install_signal_handlers()
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        command, rest = _resolve(argv[0]), argv[1:]
+    else:
+        command, rest = cmd_build, argv
     try:
-        if argv[:1] == ["validate"]:
-            return _validate(argv[1:])
-        if argv[:1] == ["formats"]:
-            return _formats()
-        if argv[:1] == ["build"]:
-            argv = argv[1:]
-        args = _parser().parse_args(argv)
-        from .config import load_config
-        from .pipeline import build
-
-        config = load_config(args.sources)
-        out = args.out or config.build.out
-        if out is None:
-            print("gmai-build: error: give --out or set build.out in the sources file",
-                  file=sys.stderr)
-            return 2
-        build(config, out, workers=args.workers, progress=not args.no_progress,
-              rebuild=args.rebuild)
-        print(f"gmai-build: wrote {out}", file=sys.stderr)
-        return 0
+        status = command(rest)
+        sys.stdout.flush()  # a closed pipe must fail here, not in the interpreter's exit flush
+        return status
     except BuildError as exc:
         print(f"gmai-build: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: stop quietly. stdout is pointed at devnull so
+        # the interpreter's final flush does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
     except KeyboardInterrupt as exc:  # SIGINT or SIGTERM: see lifecycle.py; outdir.py's layout
         name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
         print(f"gmai-build: interrupted by {name}; the output folder holds the last complete "

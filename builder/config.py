@@ -191,7 +191,7 @@ def expand_path(text: str, base: Path, where: str) -> Path:
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a sources.yaml; raise ConfigError naming file, key path and reason."""
-    from .converters import registry
+    from .converters import MissingDependency, format_names, get_converter
     from .taxonomy import MODALITIES
 
     path = Path(path)
@@ -213,6 +213,8 @@ def load_config(path: str | Path) -> Config:
                 hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
                 if hint:
                     msg += f" (did you mean '{hint[0]}'?)"
+                if allowed:
+                    msg += f"; valid keys: {', '.join(allowed)}"
             loc = err["loc"]
             if len(loc) > 1 and loc[0] == "sources" and isinstance(loc[1], int):
                 raw = (data.get("sources") or [])[loc[1]]
@@ -222,7 +224,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError("\n".join(lines)) from None
 
     base = path.parent
-    converters = registry()
+    converters = format_names()
     seen: set[str] = set()
     problems: list[str] = []
     for i, src in enumerate(model.sources):
@@ -240,15 +242,14 @@ def load_config(path: str | Path) -> Config:
             )
         else:
             try:
-                src.options = converters[src.format].Options.model_validate(src.options)
+                options_model = get_converter(src.format).Options
+                src.options = options_model.model_validate(src.options)
+            except MissingDependency as exc:
+                problems.append(f"{where}.format: {exc.reason}")
             except ValidationError as exc:
-                for err in exc.errors():
-                    msg = (
-                        f"unknown option '{err['loc'][-1]}' for format '{src.format}'"
-                        if err["type"] == "extra_forbidden"
-                        else err["msg"]
-                    )
-                    problems.append(f"{where}.options.{_loc(err['loc'])}: {msg}")
+                problems.extend(f"{where}.options.{_loc(err['loc'])}: "
+                                + _option_problem(err, src.format, options_model)
+                                for err in exc.errors())
         if src.modality not in MODALITIES:
             hint = difflib.get_close_matches(src.modality, MODALITIES, n=1)
             problems.append(
@@ -284,6 +285,17 @@ def load_config(path: str | Path) -> Config:
     if problems:
         raise ConfigError("\n".join(problems))
     return Config(path, model, text)
+
+
+def _option_problem(err: Any, format_name: str, options_model: type[BaseModel]) -> str:
+    """One option error; an unknown option lists the valid ones (and the closest)."""
+    if err["type"] != "extra_forbidden":
+        return str(err["msg"])
+    valid = list(options_model.model_fields)
+    hint = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
+    return (f"unknown option '{err['loc'][-1]}' for format '{format_name}'"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            + f"; valid options: {', '.join(valid) or 'none'} (gmai-build formats {format_name})")
 
 
 def _resolve_label_map(value: str, base: Path, where: str) -> Path:

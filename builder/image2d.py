@@ -14,6 +14,15 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a 2D image file from its header alone (no pixel decoding)."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image: {exc}") from exc
+
+
 def read_image(path: Path) -> np.ndarray:
     """Pixel array of a 2D image file: HxW (grey, any bit depth) or HxWx3/4 (uint8 colour)."""
     try:

@@ -406,11 +406,15 @@ def build(
     progress: bool = True,
     log: Callable[[str], None] = print,
     rebuild: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole build and publish it into ``out_dir`` atomically; returns the summary.
 
-    ``rebuild`` ignores the build already in ``out_dir`` (new indices, nothing reused).
+    ``log`` gets the full summary; ``notify`` (default: ``log``) what a user must be told:
+    debris of an interrupted build removed, questions regenerated or removed since the
+    previous build (rebuild.py). ``rebuild`` ignores the build already in ``out_dir``.
     """
+    notify = notify or log
     n_workers = workers if workers is not None else (config.build.workers or default_workers())
     vocab, contexts, pool = prepare(config)
     for ctx in contexts.values():  # cheap checks for every source before any image is read
@@ -421,7 +425,7 @@ def build(
     with folder.locked():
         removed = folder.remove_leftovers()
         if removed:
-            log(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
+            notify(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
         previous = {} if rebuild else previous_questions(out_dir)
         with folder.staging() as stage:
             spool = ImageSpool(stage / "images.spool")
@@ -444,7 +448,7 @@ def build(
             folder.publish(stage, last=MANIFEST)
     log(summary_markdown(summary, config.build.name))
     for line in changes.lines():
-        log(line)
+        notify(line)
     return summary
 
 

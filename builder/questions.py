@@ -57,34 +57,21 @@ class QuestionPool:
             raise ConfigError(f"{self.path}: expected a 'templates' list")
         self.templates: list[Template] = []
         ids: set[str] = set()
+        problems: list[str] = []  # all of them are reported at once
         for i, raw in enumerate(data["templates"]):
-            where = f"{self.path}: templates[{i}]"
-            if not isinstance(raw, dict) or set(raw) - {"id", "granularity", "text", "tasks"}:
-                raise ConfigError(f"{where}: expected keys id, granularity, text, tasks")
-            for key in ("id", "granularity", "text"):
-                if key not in raw:
-                    raise ConfigError(f"{where}: missing '{key}'")
-            if raw["id"] in ids:
-                raise ConfigError(f"{where}.id: duplicate template id '{raw['id']}'")
+            problem = _template_problem(raw, f"{self.path}: templates[{i}]", ids)
+            if problem:
+                problems.append(problem)
+                continue
             ids.add(raw["id"])
-            if raw["granularity"] not in GRANULARITIES:
-                raise ConfigError(f"{where}.granularity: must be one of {GRANULARITIES}")
-            fields = set(re.findall(r"{([^{}]*)}", raw["text"]))
-            if fields - {"modality"}:
-                raise ConfigError(f"{where}.text: only {{modality}} may be used, found {fields}")
-            try:
-                raw["text"].format(modality="CT")
-            except (ValueError, IndexError, KeyError) as exc:  # e.g. a lone '}'
-                raise ConfigError(f"{where}.text: not a valid template: {exc}") from None
-            for task in raw.get("tasks", []):
-                if task not in TASKS:
-                    raise ConfigError(f"{where}.tasks: unknown clinical VQA task '{task}'")
             self.templates.append(
                 Template(raw["id"], raw["granularity"], raw["text"], tuple(raw.get("tasks", [])))
             )
         missing = [g for g in GRANULARITIES if not any(t.granularity == g for t in self.templates)]
-        if missing:
-            raise ConfigError(f"{self.path}: no template for granularity {missing}")
+        if missing and not problems:
+            problems.append(f"{self.path}: no template for granularity {missing}")
+        if problems:
+            raise ConfigError("\n".join(problems))
         opts = data.get("options", {}) or {}
         self.vocabulary_fallback = bool(opts.get("local_vocabulary_fallback", True))
 
@@ -93,6 +80,30 @@ class QuestionPool:
         if specific:
             return specific
         return [t for t in self.templates if t.granularity == granularity and not t.tasks]
+
+
+def _template_problem(raw: Any, where: str, ids: set[str]) -> str | None:
+    """What is wrong with one template entry of a question pool, or None."""
+    if not isinstance(raw, dict) or set(raw) - {"id", "granularity", "text", "tasks"}:
+        return f"{where}: expected keys id, granularity, text, tasks"
+    for key in ("id", "granularity", "text"):
+        if key not in raw:
+            return f"{where}: missing '{key}'"
+    if raw["id"] in ids:
+        return f"{where}.id: duplicate template id '{raw['id']}'"
+    if raw["granularity"] not in GRANULARITIES:
+        return f"{where}.granularity: must be one of {GRANULARITIES}"
+    fields = set(re.findall(r"{([^{}]*)}", raw["text"]))
+    if fields - {"modality"}:
+        return f"{where}.text: only {{modality}} may be used, found {fields}"
+    try:
+        raw["text"].format(modality="CT")
+    except (ValueError, IndexError, KeyError) as exc:  # e.g. a lone '}'
+        return f"{where}.text: not a valid template: {exc}"
+    unknown = [task for task in raw.get("tasks", []) if task not in TASKS]
+    if unknown:
+        return f"{where}.tasks: unknown clinical VQA task(s) {unknown}"
+    return None
 
 
 def case_rng(seed: int, case_id: str) -> random.Random:

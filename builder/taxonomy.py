@@ -101,9 +101,16 @@ class Vocabulary:
         self._keys: dict[str, str] = {}
 
     def add_file(self, path: Path) -> None:
+        """Add every entry of a vocabulary file; all bad entries are reported in one error."""
         data = vocabulary_data(path)
+        problems = []
         for i, raw in enumerate(data.get("labels") or []):
-            self.add(raw, f"{path}: labels[{i}]")
+            try:
+                self.add(raw, f"{path}: labels[{i}]")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def add(self, raw: dict[str, Any], where: str) -> None:
         if not isinstance(raw, dict) or "label" not in raw:
@@ -142,7 +149,8 @@ class Vocabulary:
         return None
 
     def suggest(self, text: str) -> list[str]:
-        return [self._keys[k] for k in difflib.get_close_matches(normalize_key(text), self._keys, 3)]
+        close = difflib.get_close_matches(normalize_key(text), self._keys, 5)
+        return list(dict.fromkeys(self._keys[k] for k in close))[:3]  # synonyms name one label once
 
     def labels_for(self, task: str, modality: str) -> list[str]:
         """Canonical labels that the tree places on this task for this modality (sorted)."""
@@ -180,23 +188,36 @@ class LabelMap:
         self.drop_unknown = data.get("default", "error") == DROP
         if data.get("default", "error") not in ("error", DROP):
             raise ConfigError(f"{path}: default: must be 'error' or 'drop'")
+        # Every problem of the map is collected and reported in one error, not one per run.
+        problems: list[str] = []
         for i, raw in enumerate(data.get("new_labels") or []):
-            vocab.add(raw, f"{path}: new_labels[{i}]")
-        self.default_department = (
-            _check_department(data["department"], f"{path}: department")
-            if "department" in data
-            else None
-        )
+            try:
+                vocab.add(raw, f"{path}: new_labels[{i}]")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        self.default_department = None
+        if "department" in data:
+            try:
+                self.default_department = _check_department(data["department"], f"{path}: department")
+            except ConfigError as exc:
+                problems.append(str(exc))
         labels = data.get("labels")
         if not isinstance(labels, dict) or not labels:
-            raise ConfigError(f"{path}: 'labels' must be a non-empty mapping raw -> canonical")
+            problems.append(f"{path}: 'labels' must be a non-empty mapping raw -> canonical")
+            labels = {}
         self._map: dict[str, StandardLabel | None] = {}
         self._norm: dict[str, StandardLabel | None] = {}
         for raw_value, target in labels.items():
             where = f"{path}: labels.{raw_value}"
-            std = self._standard(target, vocab, where)
+            try:
+                std = self._standard(target, vocab, where)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                continue
             self._map[str(raw_value)] = std
             self._norm.setdefault(normalize_key(str(raw_value)), std)
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def _standard(self, target: Any, vocab: Vocabulary, where: str) -> StandardLabel | None:
         if target == DROP:

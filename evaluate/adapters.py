@@ -2,8 +2,8 @@
 
 A spec names a model on the command line:
 - ``hf:PATH[?mode=generate|loglik&batch=8&max_new_tokens=64&dtype=bf16&name=NAME]``
-- ``openai:URL#MODEL[?workers=8&timeout=120&retries=5&backoff=1&key_env=OPENAI_API_KEY&
-  max_tokens=256&batch=32&name=NAME]``
+- ``openai:URL#MODEL[?mode=generate|loglik&workers=8&timeout=120&retries=5&backoff=1&
+  key_env=OPENAI_API_KEY&max_tokens=256&batch=32&name=NAME]``
 - ``random[?seed=0]``, ``first``, ``most-frequent-letter``
 """
 
@@ -27,6 +27,7 @@ class Output:
     method: str | None = None  # set when ``letter`` is given: "loglik", "baseline"
     scores: dict[str, float] | None = None  # per-letter log-probabilities (loglik)
     error: str | None = None  # set when the call failed; such items are retried on resume
+    invalid: str | None = None  # set by the runner for a row that cannot be asked (the reason)
 
 
 class Model(Protocol):
@@ -63,6 +64,20 @@ def parse_spec(spec: str) -> Spec:
         if not model:
             raise ValueError(f"openai spec needs '#MODEL': {spec}")
     return Spec(kind=kind, target=target, model=model, options=options)
+
+
+# Spec options that change how fast predictions come, not what they are: a resumed run may
+# change them (batch sizes give the same letters; see the batch-invariance tests).
+NEUTRAL_OPTIONS = frozenset({"batch", "workers", "timeout", "retries", "backoff", "key_env"})
+
+
+def prediction_spec(spec: str) -> str:
+    """``spec`` without its throughput-only options, options sorted: what run.json records."""
+    parsed = parse_spec(spec)
+    target = parsed.target + (f"#{parsed.model}" if parsed.model else "")
+    head = f"{parsed.kind}:{target}" if target else parsed.kind
+    kept = sorted((k, v) for k, v in parsed.options.items() if k not in NEUTRAL_OPTIONS)
+    return head + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
 
 
 def safe_name(text: str) -> str:
@@ -114,6 +129,17 @@ class MostFrequentBaseline:
         return [Output(letter=self.letter, method="baseline") for _ in items]
 
 
+def require_eval_extra(spec: str) -> None:
+    """``hf:`` models need PyTorch and transformers (the ``eval`` extra); say so in one line."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"gmai-eval: error: --model {spec} needs {' and '.join(missing)}, which "
+                         "the 'eval' extra installs: pip install 'gmai-build[eval]' (baselines "
+                         "and openai: models work without it)")
+
+
 def load_model(spec: str, mode: str | None = None, batch: int | None = None,
                answer_counts: dict[str, int] | None = None, **kwargs: Any) -> Model:
     """Build the adapter named by ``spec``; ``mode``/``batch`` are CLI-level defaults."""
@@ -126,6 +152,7 @@ def load_model(spec: str, mode: str | None = None, batch: int | None = None,
     elif parsed.kind in ("most-frequent-letter", "most-frequent"):
         model = MostFrequentBaseline(answer_counts)
     elif parsed.kind == "hf":
+        require_eval_extra(spec)
         from .hf_adapter import HFModel
 
         model = HFModel(
@@ -149,6 +176,7 @@ def load_model(spec: str, mode: str | None = None, batch: int | None = None,
             max_tokens=int(opts.get("max_tokens", 256)),
             batch_size=int(opts.get("batch", batch or 32)),
             backoff=float(opts.get("backoff", 1.0)),
+            mode=opts.get("mode", mode or "generate"),
         )
     else:
         raise ValueError(f"unknown model spec {spec!r} (hf:, openai:, random, first, "

@@ -52,13 +52,32 @@ class Item:
     hint: str | None = None
     image_b64: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    _decoded: Any = field(default=None, repr=False, compare=False)
 
     def image(self) -> Any:
-        """Decode the base64 image to an RGB ``PIL.Image`` (lazily: only the model needs it)."""
-        from PIL import Image
+        """Decode the base64 image to an RGB ``PIL.Image`` (lazily, once per item)."""
+        if self._decoded is None:
+            from PIL import Image
 
-        data = base64.b64decode(self.image_b64)
-        return Image.open(io.BytesIO(data)).convert("RGB")
+            data = base64.b64decode(self.image_b64, validate=False)
+            with Image.open(io.BytesIO(data)) as img:
+                self._decoded = img.convert("RGB")
+        return self._decoded
+
+    def problem(self) -> str | None:
+        """Why this row cannot be asked (``None`` when it can): see ``row_problem``; the image
+        is decoded here, so that one bad image is reported for its row instead of failing the
+        batch (and every resume) inside a model adapter."""
+        found = row_problem(self.options, self.answer)
+        if found:
+            return found
+        if not self.image_b64:
+            return "empty image"
+        try:
+            self.image()
+        except Exception as err:  # PIL raises many types (OSError, ValueError, SyntaxError...)
+            return f"undecodable image ({type(err).__name__}: {str(err)[:120]})"
+        return None
 
     def image_mime(self) -> str:
         """The image's MIME type, read from the base64 magic prefix (PNG unless JPEG/GIF/WebP)."""
@@ -89,18 +108,65 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip() == ""
 
 
+def row_problem(options: dict[str, str], answer: str | None) -> str | None:
+    """Why a question is invalid, from its options and answer (``None`` when it is fine).
+
+    Invalid rows are reported and skipped (counted as ``invalid``, apart from wrong answers).
+    """
+    if not options:
+        return "no options (every option cell is empty)"
+    if answer is not None and answer not in options:
+        return f"answer {answer!r} is not one of the options {''.join(options)}"
+    return None
+
+
+def duplicate_indices(path: str | Path, chunksize: int = 4096) -> set[Index]:
+    """Indexes that occur more than once in the TSV (read from the ``index`` column only)."""
+    seen: set[Index] = set()
+    dups: set[Index] = set()
+    read_header(path)
+    for chunk in read_chunks(path, usecols=["index"], dtype={"index": str}, chunksize=chunksize):
+        for value in chunk["index"]:
+            index = normalize_index(value)
+            if index in seen:
+                dups.add(index)
+            seen.add(index)
+    return dups
+
+
 def group_value(value: Any) -> str:
     """A group label for scoring: missing values become their own group, ``(none)``."""
     return NONE_GROUP if is_missing(value) else str(value).strip()
 
 
+def read_chunks(path: str | Path, **kwargs: Any) -> Iterator[pd.DataFrame]:
+    """``pandas.read_csv(path, sep="\\t", chunksize=...)`` whose decoding and parsing errors
+    name the file (a ``ValueError``), instead of a bare codec or tokenizer message."""
+    try:
+        yield from pd.read_csv(path, sep="\t", **kwargs)
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: unreadable TSV ({type(err).__name__}: {err}); gmai-eval "
+                         "reads UTF-8, tab-separated files") from err
+
+
 def read_header(path: str | Path) -> list[str]:
-    """The TSV's column names, without reading any rows."""
-    return list(pd.read_csv(path, sep="\t", nrows=0).columns)
+    """The TSV's column names, without reading any rows; checks the ones gmai-eval needs."""
+    try:
+        columns = list(pd.read_csv(path, sep="\t", nrows=0).columns)
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable TSV ({err})") from err
+    missing = [c for c in ("index", "question") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (a GMAI-MMBench TSV has index, "
+                         f"question, A-E, answer, ..., image; found {columns[:12]})")
+    return columns
 
 
 def _read_kwargs(keep_na_text: bool) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"sep": "\t", "dtype": {"index": str}}
+    # Every column as text: pandas would otherwise infer types per chunk, and a chunk whose
+    # option D holds only numbers and blanks would print "5.0" where VLMEvalKit, reading the
+    # whole (mixed-text) column at once, prints "5".
+    kwargs: dict[str, Any] = {"dtype": str}
     if keep_na_text:
         kwargs.update(keep_default_na=False, na_values=[""])
     return kwargs
@@ -117,13 +183,15 @@ def iter_items(
 
     ``answers`` (from a held-apart key) overrides/provides the answer column. ``shard=(rank,
     world)`` keeps only rows whose ordinal satisfies ``ordinal % world == rank``. Rows with an
-    empty image are skipped with a warning (VLMEvalKit drops them silently).
+    empty image are yielded too, and ``Item.problem`` reports them (VLMEvalKit drops them
+    silently).
     """
     rank, world = shard
+    read_header(path)  # fails early, with the file's name, on a TSV without index/question
     ordinal = 0
     skipped = 0
     gaps: list[Index] = []  # options read as missing between present ones ('None', 'NA', ...)
-    reader = pd.read_csv(path, chunksize=chunksize, **_read_kwargs(keep_na_text))
+    reader = read_chunks(path, chunksize=chunksize, **_read_kwargs(keep_na_text))
     for chunk in reader:
         columns = list(chunk.columns)
         letters = [c for c in columns if len(c) == 1 and c in string.ascii_uppercase]
@@ -137,7 +205,7 @@ def iter_items(
             image = rec.get("image")
             if is_missing(image):
                 skipped += 1
-                continue
+                image = ""
             index = normalize_index(rec["index"])
             options = {
                 k: str(rec[k]) for k in letters if not is_missing(rec[k])
@@ -159,7 +227,7 @@ def iter_items(
             )
         del chunk
     if skipped:
-        log.warning("%s: skipped %d rows with an empty image", path, skipped)
+        log.warning("%s: %d rows have an empty image (reported as invalid)", path, skipped)
     if gaps:
         log.warning("%s: %d items have an empty option before a non-empty one (texts such as "
                     "'None'/'NA' read as missing, as VLMEvalKit does; --keep-na-text keeps "
@@ -172,7 +240,7 @@ def iter_metadata(
     """Yield chunks of every column except the images (cheap to keep; used for scoring)."""
     cols = [c for c in read_header(path) if c not in IMAGE_COLUMNS]
     kwargs = _read_kwargs(keep_na_text)
-    yield from pd.read_csv(path, usecols=cols, chunksize=chunksize, **kwargs)
+    yield from read_chunks(path, usecols=cols, chunksize=chunksize, **kwargs)
 
 
 def load_answer_key(path: str | Path) -> dict[Index, str]:
@@ -190,6 +258,19 @@ def load_answer_key(path: str | Path) -> dict[Index, str]:
         normalize_index(i): str(a).strip() for i, a in zip(frame["index"], frame["answer"],
                                                            strict=True)
     }
+
+
+def load_key_groups(path: str | Path) -> dict[Index, dict[str, str]]:
+    """Group columns carried by an answer key (e.g. the true ``category`` that a TEST TSV leaves
+    out), per index; empty when the key has only ``index,answer``."""
+    head = Path(path).open(encoding="utf-8", newline="").readline()
+    sep = "\t" if "\t" in head else ","
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    groups = [c for c in GROUP_COLUMNS if c in frame.columns]
+    if not groups or "index" not in frame.columns:
+        return {}
+    return {normalize_index(rec["index"]): {g: rec[g] for g in groups}
+            for rec in frame[["index", *groups]].to_dict("records")}
 
 
 def answer_counts(path: str | Path, answers: dict[Index, str] | None = None) -> dict[str, int]:

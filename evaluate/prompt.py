@@ -46,6 +46,14 @@ class PromptBuilder:
             return cls()
         return cls(Path(path).read_text(encoding="utf-8"))
 
+    def fingerprint(self) -> str:
+        """``vlmevalkit`` for the default prompt, else the template's SHA-256 (for run.json)."""
+        if self.template is None:
+            return "vlmevalkit"
+        import hashlib
+
+        return "template:" + hashlib.sha256(self.template.encode("utf-8")).hexdigest()[:16]
+
     def __call__(self, item: Item) -> str:
         if self.template is None:
             return vlmevalkit_prompt(item)

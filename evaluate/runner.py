@@ -6,6 +6,14 @@ flushed and fsync'ed as soon as it completes, so a crash or kill loses at most t
 flight. A re-run reads every ``predictions*.jsonl`` in the folder, skips finished items (failed
 API calls are retried), cuts off a partially written last line, and appends the rest.
 
+Invalid rows (no options, an answer that is not an option, an undecodable image, an index that
+occurs twice) never reach the model: each gets a record with ``method: "invalid"`` and its
+reason, and is reported at the end of the run.
+
+Fingerprint: ``run.json`` in the folder records the TSV's SHA-256, the model spec and the
+prompt/extraction settings. A re-run whose fingerprint differs stops with a message saying
+what changed instead of mixing predictions for different questions or settings.
+
 Sharding: rank R of W takes the rows whose 0-based row number ``i`` has ``i % W == R``
 (``RANK``/``WORLD_SIZE`` from torchrun). Rank 0 waits for every rank's ``.done`` marker, then
 merges the shards into ``predictions.jsonl``; ``gmai-eval merge`` does the same by hand.
@@ -13,6 +21,7 @@ merges the shards into ``predictions.jsonl``; ``gmai-eval merge`` does the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,13 +31,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .adapters import Model, Output
-from .data import Index, Item, iter_items
+from .adapters import Model, Output, prediction_spec
+from .data import Index, Item, duplicate_indices, iter_items
 from .extract import extract
 from .prompt import PromptBuilder
 
 log = logging.getLogger(__name__)
 MERGED = "predictions.jsonl"
+FINGERPRINT = "run.json"
+
+
+class FingerprintMismatch(RuntimeError):
+    """A prediction folder holds predictions for another TSV, model or prompt."""
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in 4 MiB blocks (a 9 GB TSV takes seconds, not memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_fingerprint(pred_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Record ``fingerprint`` in ``pred_dir/run.json``, or stop if the stored one differs.
+
+    A folder with predictions but no ``run.json`` (made before fingerprints existed) is adopted
+    with a warning.
+    """
+    path = pred_dir / FINGERPRINT
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise FingerprintMismatch(f"{path} is unreadable ({err}); remove it or use a new "
+                                      "--out") from err
+        changed = [k for k in fingerprint if stored.get(k) != fingerprint[k]]
+        if changed:
+            what = "; ".join(f"{k}: stored {stored.get(k)!r}, now {fingerprint[k]!r}"
+                             for k in changed)
+            raise FingerprintMismatch(
+                f"{pred_dir} holds predictions made with a different {', '.join(changed)} "
+                f"({what}). Refusing to resume: use a new --out (or name= in the model spec), "
+                "or delete that folder to start over.")
+        return
+    if prediction_files(pred_dir):
+        log.warning("%s has predictions but no %s (older gmai-eval): adopting them for this "
+                    "TSV and model", pred_dir, FINGERPRINT)
+    tmp = pred_dir / f".{FINGERPRINT}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -114,7 +167,7 @@ def prediction_files(pred_dir: Path) -> list[Path]:
 
 
 def finished(pred_dir: Path) -> set[Index]:
-    """Indexes that already have a successful prediction."""
+    """Indexes that already have a successful prediction (or were found invalid)."""
     return {i for i, r in best_records(prediction_files(pred_dir)).items() if not r.get("error")}
 
 
@@ -122,7 +175,9 @@ def make_record(item: Item, out: Output, prompt_question: str,
                 judge: Callable[[str], str] | None, lenient: bool) -> dict[str, Any]:
     """Turn a model output into a stored record (extracting the letter from free text)."""
     rec: dict[str, Any] = {"index": item.index, "ordinal": item.ordinal}
-    if out.error:
+    if out.invalid:
+        rec.update(prediction=None, method="invalid", invalid=out.invalid)
+    elif out.error:
         rec.update(prediction=None, method="error", error=out.error)
     elif out.letter is not None:
         rec.update(prediction=out.letter, method=out.method or "direct")
@@ -134,6 +189,13 @@ def make_record(item: Item, out: Output, prompt_question: str,
         rec["scores"] = out.scores
     rec["answer"] = item.answer
     return rec
+
+
+def item_problem(item: Item, duplicates: set[Index]) -> str | None:
+    """Why ``item`` is invalid (see ``Item.problem``), duplicates of its index included."""
+    if item.index in duplicates:
+        return f"index {item.index!r} occurs more than once in the TSV"
+    return item.problem()
 
 
 def _write(f: Any, records: list[dict[str, Any]]) -> None:
@@ -155,12 +217,28 @@ def predict(
     chunksize: int = 32,
     keep_na_text: bool = False,
     limit: int | None = None,
+    spec: str | None = None,
+    judge_spec: str | None = None,
 ) -> Path:
-    """Predict every unfinished item of this shard; return the prediction folder."""
+    """Predict every unfinished item of this shard; return the prediction folder.
+
+    Raises ``FingerprintMismatch`` when the folder holds predictions for another TSV, model
+    spec or prompt/extraction setting.
+    """
     shard = shard or Shard()
     prompt = prompt or PromptBuilder()
     pred_dir = Path(out_dir) / model.name / split_name(data)
     pred_dir.mkdir(parents=True, exist_ok=True)
+    check_fingerprint(pred_dir, {
+        "tsv_sha256": file_sha256(data),
+        "model": prediction_spec(spec) if spec else model.name,
+        "prompt": prompt.fingerprint(),
+        "lenient": lenient,
+        "judge": judge_spec,
+        "keep_na_text": keep_na_text,
+    })
+    duplicates = duplicate_indices(data)
+    invalid: list[tuple[Index, str]] = []
     (pred_dir / f"rank{shard.rank}.done").unlink(missing_ok=True)
     done = finished(pred_dir)
     path = pred_dir / shard.filename
@@ -171,8 +249,11 @@ def predict(
 
         def flush() -> None:
             nonlocal n_new
-            prompts = [prompt(i) for i in batch]
-            outs = model.predict(batch, prompts)
+            problems = [item_problem(i, duplicates) for i in batch]
+            invalid.extend((i.index, p) for i, p in zip(batch, problems, strict=True) if p)
+            ok = [i for i, p in zip(batch, problems, strict=True) if not p]
+            answered = iter(model.predict(ok, [prompt(i) for i in ok]) if ok else [])
+            outs = [Output(invalid=p) if p else next(answered) for p in problems]
             _write(f, [make_record(i, o, i.question, judge, lenient)
                        for i, o in zip(batch, outs, strict=True)])
             n_new += len(batch)
@@ -196,6 +277,10 @@ def predict(
             flush()
     log.info("%s on %s: %d new, %d already done (rank %d/%d)", model.name, split_name(data),
              n_new, len(done), shard.rank, shard.world)
+    if invalid:
+        log.warning("%s: %d invalid rows reported and skipped (not asked, not scored): %s",
+                    split_name(data), len(invalid),
+                    "; ".join(f"index {i}: {p}" for i, p in invalid[:10]))
     marker = {"run_id": os.environ.get("TORCHELASTIC_RUN_ID", ""), "time": time.time()}
     (pred_dir / f"rank{shard.rank}.done").write_text(json.dumps(marker))
     return pred_dir

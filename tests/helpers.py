@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,29 @@ def run_build(sources: Path, out: Path, workers: int = 1) -> int:
 
     return main(["--sources", str(sources), "--out", str(out), "--workers", str(workers),
                  "--no-progress"])
+
+
+def copy_example(dest: Path) -> Path:
+    """A private copy of the bundled example (sources.yaml + data); returns its sources.yaml."""
+    import shutil
+
+    shutil.copytree(REPO / "examples" / "data", dest / "data")
+    shutil.copy(REPO / "examples" / "sources.yaml", dest / "sources.yaml")
+    return dest / "sources.yaml"
+
+
+def run_cli(*args: str, env: dict | None = None, block: tuple[str, ...] = (),
+            **kwargs) -> subprocess.CompletedProcess[str]:
+    """``gmai-build ARGS`` in a fresh interpreter; ``block`` makes those packages unimportable
+    (as if not installed), so tests can show what a plain install without them does."""
+    import sys
+
+    code = ("import sys\n"
+            f"for name in {list(block)!r}: sys.modules[name] = None\n"
+            "from gmai_build.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, **kwargs)
 
 
 def published(out: Path) -> dict[str, str]:

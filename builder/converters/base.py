@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +56,20 @@ class Converter:
 
     def load(self, item: Item) -> Iterator[Sample]:
         raise NotImplementedError
+
+    def declared_labels(self, item: Item) -> tuple[str, ...] | None:
+        """The raw labels ``item`` will yield, as far as its table, annotation file or DICOM
+        headers tell without decoding pixels; None when only the pixels know (mask values).
+
+        ``gmai-build validate`` checks them against the label map, so that an unknown label is
+        found before the build reads any image.
+        """
+        return item.labels
+
+    def problems_without_pixels(self, item: Item) -> list[str]:
+        """What the build would reject in ``item`` that file headers already tell (e.g. a box
+        outside the image, a mask of another size); run by ``gmai-build validate``."""
+        return []
 
     # Helpers shared by converters -------------------------------------------------------
     def path(self, relative: str) -> Path:
@@ -106,18 +119,4 @@ def register(cls: type[Converter]) -> type[Converter]:
     return cls
 
 
-def registry() -> dict[str, type[Converter]]:
-    """All converters: built-in ones plus the ``gmai_build.converters`` entry-point group."""
-    from . import _builtin  # noqa: F401  (importing registers the built-in converters)
-
-    for ep in entry_points(group="gmai_build.converters"):
-        if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = ep.load()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def get_converter(format_name: str) -> type[Converter]:
-    converters = registry()
-    if format_name not in converters:
-        raise KeyError(format_name)
-    return converters[format_name]
+# The lazy lookup by format name (built-ins, entry points) is in ._builtin: get_converter().

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..image2d import IMAGE_SUFFIXES
+from ..errors import BuildError
+from ..image2d import IMAGE_SUFFIXES, image_size
 from ..samples import Box, Sample
 from .base import Converter, Item, register
 
@@ -43,8 +44,33 @@ def _image_size(image: Any) -> tuple[int, int]:
 class _BoxConverter(Converter):
     """Shared load step: read the image, check declared size, clip boxes, build the Sample."""
 
+    def declared_labels(self, item: Item) -> tuple[str, ...]:
+        """The box labels, parsed from the annotation file at discovery."""
+        return tuple(dict.fromkeys(box[4] for box in item.data["boxes"]))
+
     def _read(self, rel: str) -> Any:
         return self.read_2d(self.path(rel))
+
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
+        """The item's boxes on a ``width`` x ``height`` image: checked, clipped (subclasses)."""
+        raise NotImplementedError
+
+    def load(self, item: Item) -> Iterator[Sample]:
+        image = self._read(item.paths[0])
+        width, height = _image_size(image)
+        boxes, clipped = self._boxes(item, width, height)
+        yield self._sample(item, image, boxes, clipped)
+
+    def problems_without_pixels(self, item: Item) -> list[str]:
+        """Declared sizes and boxes checked against the image size in the image file's header."""
+        try:
+            width, height = image_size(self.path(item.paths[0]))
+            self._boxes(item, width, height)
+        except ValueError:
+            return []  # an unreadable image is reported by the file check
+        except BuildError as exc:
+            return [str(exc)]
+        return []
 
     def _clip(self, raw: list[RawBox], width: int, height: int, file: Path) -> tuple[list[Box], list[dict]]:
         """Boxes clipped to the image; boxes with nothing left inside are errors."""
@@ -83,9 +109,10 @@ def _degenerate(x0: float, y0: float, x1: float, y1: float) -> bool:
 # Pascal VOC ----------------------------------------------------------------------------------
 class VocOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    annotations: str = "Annotations"  # folder of *.xml, relative to the source root
-    images: str = "JPEGImages"  # folder the XML <filename> is relative to
-    skip_difficult: bool = False  # drop objects marked <difficult>1</difficult>
+    annotations: str = Field(
+        default="Annotations", description="folder of *.xml, relative to the source root")
+    images: str = Field(default="JPEGImages", description="folder the XML <filename> is relative to")
+    skip_difficult: bool = Field(default=False, description="drop objects marked <difficult>1</difficult>")
 
 
 @register
@@ -170,25 +197,23 @@ class Voc(_BoxConverter):
                 return self.relative(c)
         raise self.error(f"image '{filename}' not found in '{opts.images}' (options.images)", xml_path)
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        image = self._read(item.paths[0])
-        width, height = _image_size(image)
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
         xml_file = self.path(item.paths[1])
         size = item.data.get("size")
         if size is not None and tuple(size) != (width, height):
             raise self.error(
                 f"<size> says {size[0]}x{size[1]} but image {item.paths[0]} is {width}x{height}",
                 xml_file)
-        boxes, clipped = self._clip(item.data["boxes"], width, height, xml_file)
-        yield self._sample(item, image, boxes, clipped)
+        return self._clip(item.data["boxes"], width, height, xml_file)
 
 
 # COCO ----------------------------------------------------------------------------------------
 class CocoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    annotations: str  # COCO JSON, relative to the source root (or absolute)
-    images: str | None = None  # folder file_name is relative to (default: the JSON's folder)
-    keep_empty: bool = False  # also yield images without (non-crowd) annotations
+    annotations: str = Field(description="COCO JSON, relative to the source root (or absolute)")
+    images: str | None = Field(
+        default=None, description="folder file_name is relative to (default: the JSON's folder)")
+    keep_empty: bool = Field(default=False, description="also yield images without (non-crowd) annotations")
 
 
 @register
@@ -266,25 +291,24 @@ class Coco(_BoxConverter):
                        data={"size": size, "boxes": boxes})
 
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        image = self._read(item.paths[0])
-        width, height = _image_size(image)
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
         jpath = self.path(item.paths[1])
         size = item.data.get("size")
         if size is not None and tuple(size) != (width, height):
             raise self.error(f"'images' entry says {size[0]}x{size[1]} but {item.paths[0]} is "
                              f"{width}x{height}", jpath)
-        boxes, clipped = self._clip(item.data["boxes"], width, height, jpath)
-        yield self._sample(item, image, boxes, clipped)
+        return self._clip(item.data["boxes"], width, height, jpath)
 
 
 # YOLO ----------------------------------------------------------------------------------------
 class YoloOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: str = "images"  # image folder (searched recursively: images/<split>/ works)
-    labels: str = "labels"  # label folder mirroring it: labels/<split>/<stem>.txt
-    names: list[str] | None = None  # class index -> raw label
-    names_file: str | None = None  # data.yaml (names: list or {index: name}) or classes.txt
+    images: str = Field(
+        default="images", description="image folder (searched recursively: images/<split>/ works)")
+    labels: str = Field(default="labels", description="label folder mirroring it: labels/<split>/<stem>.txt")
+    names: list[str] | None = Field(default=None, description="class index -> raw label")
+    names_file: str | None = Field(
+        default=None, description="data.yaml (names: list or {index: name}) or classes.txt")
     keep_empty: bool = Field(default=False, description="also yield images without boxes")
 
 
@@ -386,11 +410,8 @@ class Yolo(_BoxConverter):
             out.append((*box, names[cls], where))
         return out
 
-    def load(self, item: Item) -> Iterator[Sample]:
-        image = self._read(item.paths[0])
-        width, height = _image_size(image)
+    def _boxes(self, item: Item, width: int, height: int) -> tuple[list[Box], list[dict]]:
         raw = [(x0 * width, y0 * height, x1 * width, y1 * height, lab, where)
                for x0, y0, x1, y1, lab, where in item.data["boxes"]]
         label_file = self.path(item.paths[1]) if len(item.paths) > 1 else self.path(item.paths[0])
-        boxes, clipped = self._clip(raw, width, height, label_file)
-        yield self._sample(item, image, boxes, clipped)
+        return self._clip(raw, width, height, label_file)

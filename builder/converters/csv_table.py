@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..samples import Sample
 from .base import Converter, Item, register
@@ -22,15 +22,19 @@ from .base import Converter, Item, register
 
 class TableOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    table: str  # path relative to the source root (or absolute)
-    image_column: str
-    label_column: str | None = None
-    label_columns: list[str] | None = None  # one-hot columns: raw label = the column's name
-    patient_column: str | None = None
-    image_suffix: str = ""  # appended to each image cell, e.g. ".jpg" for bare ids
-    separator: str | None = None  # default: tab for .tsv, comma otherwise
-    image_root: str | None = None  # folder the image paths are relative to (default: root)
-    label_separator: str | None = None  # e.g. "|" for "a|b" multi-label cells
+    table: str = Field(description="path relative to the source root (or absolute)")
+    image_column: str = Field(description="column holding the image path (relative to image_root)")
+    label_column: str | None = Field(default=None, description="column holding the raw label")
+    label_columns: list[str] | None = Field(
+        default=None, description="one-hot columns: raw label = the column's name")
+    patient_column: str | None = Field(
+        default=None, description="column holding the patient id (the VAL/TEST split unit)")
+    image_suffix: str = Field(
+        default="", description="appended to each image cell, e.g. \".jpg\" for bare ids")
+    separator: str | None = Field(default=None, description="default: tab for .tsv, comma otherwise")
+    image_root: str | None = Field(
+        default=None, description="folder the image paths are relative to (default: root)")
+    label_separator: str | None = Field(default=None, description="e.g. \"|\" for \"a|b\" multi-label cells")
 
     @model_validator(mode="after")
     def _one_label_source(self) -> TableOptions:

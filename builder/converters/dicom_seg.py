@@ -27,11 +27,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 
-from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries
-from .base import register
+from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries, read_header
+from .base import Item, register
 from .dicom_series import ImageIndex, SeriesAnnotationConverter
 
 
@@ -39,8 +39,9 @@ class DicomSegOptions(BaseModel):
     """Options of ``format: dicom_seg``."""
 
     model_config = ConfigDict(extra="forbid")
-    images: str = "."  # folder or glob (relative to root) holding the image series
-    segs: str = "**/*"  # glob (relative to root) of the SEG files; non-SEG files are ignored
+    images: str = Field(default=".", description="folder or glob (relative to root) holding the image series")
+    segs: str = Field(
+        default="**/*", description="glob (relative to root) of the SEG files; non-SEG files are ignored")
 
 
 def is_seg(ds: Dataset) -> bool:
@@ -189,3 +190,30 @@ class DicomSeg(SeriesAnnotationConverter):
 
     def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
         return seg_masks(ds, series, path)
+
+    def header_labels(self, ds: Dataset) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(segment_labels(ds).values()))
+
+    def problems_without_pixels(self, item: Item) -> list[str]:
+        """A SEG on another in-plane grid than its series (size, orientation, pixel spacing),
+        seen by comparing the SEG's header with the first image's."""
+        seg_path = self.path(item.paths[0])
+        try:
+            seg, image = read_header(seg_path), read_header(self.path(item.paths[1]))
+        except DicomError:
+            return []  # the build names an unreadable file when it reads it
+        problems = []
+        if "Rows" in image and (int(seg.Rows), int(seg.Columns)) != (int(image.Rows), int(image.Columns)):
+            problems.append(f"SEG frames are {seg.Rows}x{seg.Columns} but the image series is "
+                            f"{image.Rows}x{image.Columns}; resampled SEGs are not supported")
+        iop = _macro(seg, None, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if iop is not None and "ImageOrientationPatient" in image and not np.allclose(
+                [float(v) for v in iop], [float(v) for v in image.ImageOrientationPatient], atol=1e-3):
+            problems.append(f"SEG orientation {list(iop)} differs from the image's "
+                            f"{list(image.ImageOrientationPatient)}")
+        ps = _macro(seg, None, "PixelMeasuresSequence", "PixelSpacing")
+        if ps is not None and "PixelSpacing" in image and not np.allclose(
+                [float(v) for v in ps], [float(v) for v in image.PixelSpacing], rtol=1e-3):
+            problems.append(f"SEG pixel spacing {list(ps)} differs from the image's "
+                            f"{list(image.PixelSpacing)}")
+        return [str(self.error(p, seg_path)) for p in problems]

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 
 from ..dicom_io import DicomError, DicomSeries, is_image, read_header, read_series, scan
@@ -77,13 +77,14 @@ class DicomSeriesTableOptions(BaseModel):
     """Options of ``format: dicom_series_table``."""
 
     model_config = ConfigDict(extra="forbid")
-    table: str  # CSV/TSV path relative to the source root (or absolute)
-    series_column: str  # series folder (relative to image_root) or SeriesInstanceUID
-    label_column: str
-    patient_column: str | None = None  # default: the DICOM PatientID
-    separator: str | None = None  # default: tab for .tsv, comma otherwise
-    label_separator: str | None = None  # e.g. "|" for multi-label cells
-    image_root: str | None = None  # folder the series folders are relative to (default: root)
+    table: str = Field(description="CSV/TSV path relative to the source root (or absolute)")
+    series_column: str = Field(description="series folder (relative to image_root) or SeriesInstanceUID")
+    label_column: str = Field(description="column holding the raw label")
+    patient_column: str | None = Field(default=None, description="default: the DICOM PatientID")
+    separator: str | None = Field(default=None, description="default: tab for .tsv, comma otherwise")
+    label_separator: str | None = Field(default=None, description="e.g. \"|\" for multi-label cells")
+    image_root: str | None = Field(
+        default=None, description="folder the series folders are relative to (default: root)")
 
 
 @register
@@ -203,6 +204,17 @@ class SeriesAnnotationConverter(Converter):
     def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def header_labels(self, ds: Dataset) -> tuple[str, ...]:
+        """Raw labels an annotation object names in its header (no pixel data needed)."""
+        raise NotImplementedError
+
+    def declared_labels(self, item: Item) -> tuple[str, ...]:
+        path = self.path(item.paths[0])
+        try:
+            return self.header_labels(read_header(path))
+        except DicomError as exc:
+            raise self.error(exc.reason, exc.file or path) from None
+
     def discover(self) -> Iterator[Item]:
         images = self.options.images  # type: ignore[attr-defined]
         pattern = getattr(self.options, self.objects_option)
@@ -222,10 +234,12 @@ class SeriesAnnotationConverter(Converter):
             seen.add(path)
             uid, how = self.referenced_series(ds, index)
             if uid is None or uid not in index.series:
-                found = ", ".join(sorted(index.series)) or "none"
+                # UIDs are not printed: they can identify a patient (the user can read them
+                # from the headers); the message says how the reference was looked for.
+                looked = f"the series named by its {how}" if uid else how
                 raise self.error(
                     f"{self.kind} has no matching image series under options.images '{images}' "
-                    f"(looked for {uid or 'a referenced series'} by {how}; series found: {found})",
+                    f"(looked for {looked}; {len(index.series)} image series found there)",
                     path)
             files = sorted(index.series[uid])
             group = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..image2d import IMAGE_SUFFIXES
 from ..samples import Sample
@@ -19,9 +19,10 @@ from .base import Converter, Item, register
 
 class FolderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    extensions: list[str] | None = None  # default: png, jpg, jpeg, bmp, tif, tiff
-    recursive: bool = True
-    class_from: Literal["top", "parent"] = "top"  # first folder under root, or the image's folder
+    extensions: list[str] | None = Field(default=None, description="default: png, jpg, jpeg, bmp, tif, tiff")
+    recursive: bool = Field(default=True, description="also take images in sub-folders of a class folder")
+    class_from: Literal["top", "parent"] = Field(
+        default="top", description="first folder under root, or the image's folder")
 
 
 @register

@@ -46,10 +46,13 @@ class ImageLabelGlobOptions(BaseModel):
     image_glob: str = Field(description="glob of image volumes relative to the root")
     label_pattern: str = Field(description="label path pattern, e.g. labels/{stem}_seg.nii.gz")
     image_regex: str | None = Field(default=None, description="named groups become placeholders")
-    mask_labels: dict[int, str] | None = None
-    intensity: Literal["ct", "mr", "auto"] = "auto"
-    channel: int | None = Field(default=None, ge=0)
-    missing_label: Literal["error", "skip"] = "error"
+    mask_labels: dict[int, str] | None = Field(
+        default=None, description="mask value -> raw label (default: the value, e.g. '1')")
+    intensity: Literal["ct", "mr", "auto"] = Field(
+        default="auto", description="ct: window; mr: percentile clip; auto: CT if values <= -500")
+    channel: int | None = Field(default=None, ge=0, description="channel of a 4D/multi-component image")
+    missing_label: Literal["error", "skip"] = Field(
+        default="error", description="an image without a label volume: error, or skip it")
 
     @field_validator("image_regex")
     @classmethod

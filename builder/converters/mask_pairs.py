@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..image2d import IMAGE_SUFFIXES, read_image
+from ..errors import BuildError
+from ..image2d import IMAGE_SUFFIXES, image_size, read_image
 from ..samples import Sample
 from .base import Converter, Item, register
 
@@ -28,10 +29,13 @@ class MaskPairOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     images: str = Field(description="glob of images relative to the root, e.g. images/*.jpg")
     masks: str = Field(description="mask path pattern, e.g. masks/{stem}_mask.png")
-    mask_labels: dict[int, str] | None = None  # mask value -> raw label (default str(value))
-    colors: dict[str, str] | None = None  # "#rrggbb" -> raw label, for RGB masks
+    mask_labels: dict[int, str] | None = Field(
+        default=None, description="mask value -> raw label (default str(value))")
+    colors: dict[str, str] | None = Field(
+        default=None, description="'#rrggbb' -> raw label, for RGB masks")
     threshold: int | None = Field(default=None, ge=0, description="value > threshold -> 1 (JPEG masks)")
-    missing_mask: str = Field(default="error", pattern="^(error|skip)$")
+    missing_mask: str = Field(default="error", pattern="^(error|skip)$",
+                              description="an image without a mask: error, or skip it")
 
     @field_validator("colors")
     @classmethod
@@ -101,10 +105,7 @@ class MaskPairs(Converter):
         except ValueError as exc:
             raise self.error(f"mask: {exc}", mask_path) from None
         if mask.shape[:2] != image.shape[:2]:
-            raise self.error(
-                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
-                f"{image.shape[1]}x{image.shape[0]}; masks must be in the image's pixel grid",
-                mask_path)
+            raise self._size_error(image_path, mask_path, image.shape[1::-1], mask.shape[1::-1])
         label_mask, mask_labels = self._labels(mask, mask_path)
         yield Sample(
             source=self.source,
@@ -115,6 +116,23 @@ class MaskPairs(Converter):
             label_mask=label_mask,
             mask_labels=mask_labels,
         )
+
+    def _size_error(self, image_path: Path, mask_path: Path, image_wh: tuple[int, ...],
+                    mask_wh: tuple[int, ...]) -> BuildError:
+        return self.error(
+            f"mask {mask_path} is {mask_wh[0]}x{mask_wh[1]} but image {image_path} is "
+            f"{image_wh[0]}x{image_wh[1]}; masks must be in the image's pixel grid", mask_path)
+
+    def problems_without_pixels(self, item: Item) -> list[str]:
+        """A mask of another size than its image, seen in the two files' headers."""
+        image_path, mask_path = self.path(item.paths[0]), self.path(item.paths[1])
+        try:
+            image_wh, mask_wh = image_size(image_path), image_size(mask_path)
+        except ValueError:
+            return []  # an unreadable file is reported by the file check
+        if image_wh != mask_wh:
+            return [str(self._size_error(image_path, mask_path, image_wh, mask_wh))]
+        return []
 
     def _labels(self, mask: np.ndarray, mask_path: Path) -> tuple[np.ndarray, dict[int, str]]:
         """Integer label mask (0 = background) and its value -> raw label table."""

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..samples import Sample, Volume
 from .base import Converter, Item, register
@@ -25,9 +25,11 @@ SPLITS = ("train", "val", "test")
 
 class MedMnistOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    file: str | None = None  # the .npz inside root (default: the only .npz there, or root itself)
-    splits: list[str] = list(SPLITS)
-    multi_label: bool | None = None  # default: inferred from the label array's width
+    file: str | None = Field(
+        default=None, description="the .npz inside root (default: the only .npz there, or root itself)")
+    splits: list[str] = Field(default=list(SPLITS), description="which of the npz's splits to use")
+    multi_label: bool | None = Field(
+        default=None, description="default: inferred from the label array's width")
 
 
 @lru_cache(maxsize=4)

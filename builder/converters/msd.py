@@ -42,8 +42,8 @@ class MsdOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_json: str = Field(default="dataset.json", description="relative to the root")
     channel: int = Field(default=0, ge=0, description="image channel (modality) to show")
-    images_dir: str = "imagesTr"
-    labels_dir: str = "labelsTr"
+    images_dir: str = Field(default="imagesTr", description="image folder (nnU-Net v2 layouts)")
+    labels_dir: str = Field(default="labelsTr", description="label folder (nnU-Net v2 layouts)")
 
 
 def parse_labels(labels: Any) -> tuple[dict[int, str], dict[str, list[int]]]:
@@ -151,6 +151,11 @@ class Msd(Converter):
                                  self.root / image)
             case = strip_volume_suffix(Path(label).name)
             yield Item(key=image, paths=(image, label), group=case, data={"case": case})
+
+    def declared_labels(self, item: Item) -> tuple[str, ...]:
+        """The label names of dataset.json (background excluded)."""
+        plain, regions = parse_labels(self._dataset()["labels"])
+        return tuple(dict.fromkeys([*plain.values(), *regions]))
 
     def load(self, item: Item) -> Iterator[Sample]:
         opts: MsdOptions = self.options  # type: ignore[assignment]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 from skimage.draw import polygon
 
@@ -38,8 +38,9 @@ class RtstructOptions(BaseModel):
     """Options of ``format: dicom_rtstruct``."""
 
     model_config = ConfigDict(extra="forbid")
-    images: str = "."  # folder or glob (relative to root) holding the image series
-    structs: str = "**/*"  # glob (relative to root) of RTSTRUCT files; other files are ignored
+    images: str = Field(default=".", description="folder or glob (relative to root) holding the image series")
+    structs: str = Field(
+        default="**/*", description="glob (relative to root) of RTSTRUCT files; other files are ignored")
 
 
 def is_rtstruct(ds: Dataset) -> bool:
@@ -72,6 +73,21 @@ def referenced_series(ds: Dataset, index: ImageIndex) -> tuple[str | None, str]:
     if len(candidates) == 1:
         return next(iter(candidates)), "FrameOfReferenceUID"
     return None, "no RTReferencedSeriesSequence, contour images or unique FrameOfReferenceUID"
+
+
+def roi_names_with_contours(ds: Dataset) -> list[str]:
+    """ROIName of every ROI with at least one CLOSED_PLANAR contour of three or more points."""
+    names = {int(r.ROINumber): str(r.get("ROIName", "") or r.ROINumber).strip()
+             for r in ds.get("StructureSetROISequence", []) or []}
+    out = []
+    for roi in ds.get("ROIContourSequence", []) or []:
+        closed = [c for c in roi.get("ContourSequence", []) or []
+                  if str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper() == "CLOSED_PLANAR"
+                  and len(c.get("ContourData", []) or []) >= 9]
+        if closed:
+            number = int(roi.ReferencedROINumber)
+            out.append(names.get(number, str(number)))
+    return out
 
 
 def roi_masks(ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
@@ -139,3 +155,7 @@ class DicomRtstruct(SeriesAnnotationConverter):
 
     def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
         return roi_masks(ds, series, path)
+
+    def header_labels(self, ds: Dataset) -> tuple[str, ...]:
+        """ROINames of the ROIs that have a closed contour (the others yield no mask)."""
+        return tuple(dict.fromkeys(roi_names_with_contours(ds)))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,59 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gmai_eval.tiny_model import save_tiny_checkpoint
 
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-llava", "llava")
+
+
+Behaviour = Callable[[BaseHTTPRequestHandler, dict[str, Any], int], None]
+
+
+class LoopbackServer:
+    """A local HTTP server for the openai adapter's tests: each POST's JSON body and headers are
+    recorded, then ``behaviour(handler, body, n)`` (n: 1-based request count) answers it."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    outer.requests.append(body)
+                    outer.headers.append(dict(self.headers))
+                    n = len(outer.requests)
+                try:
+                    behaviour(self, body, n)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeouts are tested)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def send_json(handler: BaseHTTPRequestHandler, body: bytes, status: int = 200,
+              length: int | None = None, headers: dict[str, str] | None = None) -> None:
+    """Answer with ``body`` (``length`` overrides Content-Length, for short-body tests)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body) if length is None else length))
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def chat_answer(content: Any) -> bytes:
+    """A chat/completions answer whose first choice's message content is ``content``."""
+    return json.dumps({"choices": [{"message": {"role": "assistant",
+                                                "content": content}}]}).encode()

@@ -31,7 +31,8 @@ def published_rows() -> list[dict]:
 def test_published_layout_and_quirks(tmp_path: Path) -> None:
     path = write_tsv(tmp_path / "GMAI_VAL.tsv", published_rows(), PUBLISHED)
     items = list(iter_items(path, chunksize=1))
-    assert [i.index for i in items] == [1, 2]  # '001' read as int 1, empty image dropped
+    assert [i.index for i in items] == [1, 2, 3]  # '001' read as int 1
+    assert items[2].problem() == "empty image"  # reported as invalid, not silently dropped
     assert items[0].options == {"B": "tumour", "C": "cyst"}  # 'None' read as NaN -> empty
     assert items[1].options == {"A": "liver", "C": "spleen", "D": "kidney"}
     assert items[0].meta["department"] != items[0].meta["department"]  # NaN kept in meta
@@ -98,3 +99,18 @@ def test_test_split_without_key_gives_predictions_only(tmp_path: Path) -> None:
     d = tmp_path / "r/first/GMAI_TEST"
     assert len((d / "predictions.jsonl").read_text().splitlines()) == 2
     assert not (d / "scores.json").exists()
+
+
+def test_numeric_options_read_as_written(tmp_path: Path) -> None:
+    """A chunk whose options are only numbers (counting questions) keeps them verbatim."""
+    from conftest import make_rows
+    from conftest import write_tsv as write
+
+    rows = make_rows(4)
+    for r in rows:
+        r.update(A="2", B="3", C="4", D=None, E=None, answer="A")
+    rows[1]["D"] = "5"
+    path = write(tmp_path / "count_VAL.tsv", rows)
+    items = list(iter_items(path, chunksize=2))
+    assert items[1].options == {"A": "2", "B": "3", "C": "4", "D": "5"}
+    assert "D. 5\n" in vlmevalkit_prompt(items[1])

@@ -3,64 +3,36 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LoopbackServer, chat_answer, send_json
 from gmai_eval.cli import main
 from gmai_eval.data import iter_items
 from gmai_eval.openai_adapter import OpenAIModel
 
 
-class FakeServer:
-    """Answers chat/completions; the first ``fail_first`` requests get 500/429."""
+class FakeServer(LoopbackServer):
+    """Answers chat/completions with ``reply``; the first ``fail_first`` requests get 500/429,
+    and any path but /v1/chat/completions gets 404."""
 
     def __init__(self, reply: str = "The answer is (B)", fail_first: int = 2) -> None:
         self.reply = reply
         self.fail_first = fail_first
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
+        def answer(handler: BaseHTTPRequestHandler, body: dict[str, Any], n: int) -> None:
+            if handler.path != "/v1/chat/completions":
+                send_json(handler, b"{}", status=404)
+            elif n <= self.fail_first:
+                send_json(handler, b'{"error": "busy"}', status=500 if n % 2 else 429,
+                          headers={"Retry-After": "0"})
+            else:
+                send_json(handler, chat_answer(self.reply))
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(body)
-                    outer.headers.append(dict(self.headers))
-                    n = len(outer.requests)
-                if self.path != "/v1/chat/completions":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                if n <= outer.fail_first:
-                    self.send_response(500 if n % 2 else 429)
-                    self.send_header("Retry-After", "0")
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "busy"}')
-                    return
-                data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                            "content": outer.reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(answer)
 
 
 @pytest.fixture
