@@ -83,10 +83,11 @@ def cmd_build(argv: list[str]) -> int:
         raise BuildError(f"{args.sources}: give --out or set build.out in the sources file")
     silent = quiet(args)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
+    notices: list[str] = []  # what changed since the previous build in --out (rebuild.py)
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
-                    notify=(lambda _: None) if silent else print, rebuild=args.rebuild)
+                    notify=notices.append, rebuild=args.rebuild)
     if not silent:
-        print(short_summary(summary, config.build.name, Path(out)))
+        print("\n".join([short_summary(summary, config.build.name, Path(out)), *notices]))
     return 0
 
 

@@ -149,17 +149,33 @@ class Changes:
                f"{len(self.regenerated)} regenerated, {len(self.removed)} removed, "
                f"{self.added} added"
                + (f" ({len(self.updated)} kept with changed columns)" if self.updated else "")]
-        events = [(r["index"], f"  question {r['index']} regenerated: {'; '.join(r['reasons'])}")
-                  for r in self.regenerated]
-        events += [(r["index"], f"  question {r['index']} removed: {r['reason']}")
-                   for r in self.removed]
-        events += [(r["index"], f"  question {r['index']} kept, {'; '.join(r['reasons'])}")
-                   for r in self.updated]
-        events.sort()
-        out += [text for _, text in events[:limit]]
-        if len(events) > limit:
-            out.append(f"  ... and {len(events) - limit} more (build.json: changes)")
+        # One line per (what happened, why), listing the questions: a label map edit often
+        # touches many questions for the same reason.
+        groups: dict[str, list[int]] = {}
+        for what, records, why in (("regenerated", self.regenerated, "reasons"),
+                                   ("removed", self.removed, "reason"),
+                                   ("kept", self.updated, "reasons")):
+            for r in records:
+                reason = r[why] if isinstance(r[why], str) else "; ".join(r[why])
+                groups.setdefault(f"{what}: {reason}", []).append(r["index"])
+        ordered = sorted(groups.items(), key=lambda kv: min(kv[1]))
+        for event, indices in ordered[:limit]:
+            label = "question" if len(indices) == 1 else "questions"
+            out.append(f"  {label} {_ranges(sorted(indices))} {event}")
+        if len(ordered) > limit:
+            out.append(f"  ... and {len(ordered) - limit} more (build.json: changes)")
         return out
+
+
+def _ranges(indices: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    spans: list[list[int]] = []
+    for i in indices:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 @dataclass

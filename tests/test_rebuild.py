@@ -101,8 +101,9 @@ def test_dropped_label_removes_its_questions_and_regenerates_those_offering_it(p
                for r in changes["removed"])
     assert changes["kept"] == 20 - len(gone) - len(offered)
     assert f"{len(offered)} regenerated, 5 removed, 0 added" in printed
-    first_gone = min(gone)
-    assert f"question {first_gone} removed: the label map now drops raw label 'effusion'" in printed
+    assert gone == set(range(min(gone), max(gone) + 1))  # one class folder: consecutive
+    assert (f"  questions {min(gone)}-{max(gone)} removed: the label map now drops raw label "
+            "'effusion'") in printed.splitlines()
     # The TSVs agree with the manifest (VLMEvalKit reads these).
     tsv = read_tsv(project.out / "RB_VAL.tsv")
     assert not (tsv[["A", "B", "C", "D"]] == "effusion").any().any()
@@ -262,7 +263,9 @@ def test_no_distractor_left_is_reported_as_the_reason(tmp_path: Path, capsys) ->
     assert {r["index"]: r["reason"] for r in changes["removed"]} == {
         i: "no distractor is left for its answer" for i in spleen}
     assert changes["kept"] == 6 and not changes["regenerated"]
-    assert f"question {min(spleen)} removed: no distractor is left for its answer" in printed
+    assert spleen == set(range(min(spleen), max(spleen) + 1))
+    assert (f"  questions {min(spleen)}-{max(spleen)} removed: no distractor is left for its "
+            "answer") in printed.splitlines()
 
 
 @pytest.mark.parametrize("damage, message", [
