@@ -3,6 +3,8 @@
     gmai-build --sources sources.yaml --out build/        (same as: gmai-build build ...)
     gmai-build validate --sources sources.yaml
     gmai-build formats [NAME]
+    gmai-build subset --from build/ --out subset/ [--task T] [--department D] [--modality M] ...
+    gmai-build preview build/ --out gallery.html
 
 Adding a subcommand is one line in :data:`SUBCOMMANDS`: its name, the ``module:function`` that
 runs it (imported only when that subcommand runs) and a one-line help. The function takes the
@@ -35,6 +37,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "formats": ("formats:main", "list the source formats, or one format's options"),
     "export": ("export:main", "export a build for HF datasets (parquet), lmms-eval or "
                               "VLMEvalKit"),
+    "subset": ("subset:main", "keep the questions on chosen tree branches (task, department, "
+                              "modality, granularity, source, label) as a build of their own"),
+    "preview": ("preview:main", "write a self-contained HTML gallery of a build"),
 }
 
 
@@ -65,6 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--rebuild", action="store_true",
                    help="start over: ignore the build already in --out (new indices, nothing reused)")
+    p.add_argument("--circular", action="store_true",
+                   help="also write CircularEval copies (<name>_circular_*.tsv; build.circular)")
     add_output_flags(p)
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
@@ -75,19 +82,23 @@ def cmd_build(argv: list[str]) -> int:
     args = _build_parser().parse_args(argv)
     from .config import load_config
     from .console import short_summary
+    from .coverage import coverage_lines
     from .pipeline import build
 
     config = load_config(args.sources)
     out = args.out or config.build.out
     if out is None:
         raise BuildError(f"{args.sources}: give --out or set build.out in the sources file")
+    if args.circular:
+        config.build.circular = True
     silent = quiet(args)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
     notices: list[str] = []  # what changed since the previous build in --out (rebuild.py)
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
                     notify=notices.append, rebuild=args.rebuild)
     if not silent:
-        print("\n".join([short_summary(summary, config.build.name, Path(out)), *notices]))
+        print(short_summary(summary, config.build.name, Path(out)))
+        print("\n".join([coverage_lines(Path(out), short=True), *notices]))
     return 0
 
 

@@ -136,6 +136,9 @@ class BuildSettings(Strict):
     workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
     question_pool: Path | None = None
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
+    circular: bool = Field(
+        default=False, description="also write CircularEval copies (options rotated) of each split"
+    )
 
 
 class SourcesFile(Strict):

@@ -23,9 +23,12 @@ from tqdm import tqdm
 
 from . import __version__
 from .cases import CaseMaker, stable_id
+from .circular import remove_stale as remove_stale_circular
+from .circular import write_circular
 from .config import Config, SourceConfig
 from .converters import Converter, Item, get_converter
-from .errors import BuildError
+from .coverage import coverage_lines, write_coverage
+from .errors import BuildError, ConfigError
 from .lifecycle import failpoint, worker_pool
 from .outdir import OutputFolder
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
@@ -34,6 +37,7 @@ from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 from .slicing import to_slices
 from .split import VAL, group_key, split_of
 from .taxonomy import LabelMap, Vocabulary, load_vocabulary
+from .templates import answer_leaks
 from .writer import (
     BUILD_INFO,
     MANIFEST,
@@ -69,6 +73,9 @@ def prepare(config: Config) -> tuple[Vocabulary, dict[str, SourceContext], Quest
         conv = get_converter(src.format)(src.name, src.root, src.options)  # type: ignore[arg-type]
         contexts[src.name] = SourceContext(src, conv, label_map, CaseMaker(src, label_map))
     pool = QuestionPool(config.build.question_pool)
+    leaks = answer_leaks(pool, vocab)  # a template naming a label points at one option
+    if leaks:
+        raise ConfigError("\n".join(leaks))
     return vocab, contexts, pool
 
 
@@ -442,11 +449,17 @@ def build(
                 info = _build_info(config, got.inputs, summary, previous)
                 info["changes"] = changes.to_json()
                 write_outputs(stage, config, records, spool, got.refs, summary, info)
+                if config.build.circular:
+                    write_circular(stage, config.build.name)
+                write_coverage(stage, records, config.build.name, vocab)
             finally:
                 spool.close()
                 spool.path.unlink(missing_ok=True)
-            folder.publish(stage, last=MANIFEST)
+            folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
+    if not config.build.circular:  # (publish already dropped the links of files it no longer has)
+        remove_stale_circular(out_dir, config.build.name)
     log(summary_markdown(summary, config.build.name))
+    log(coverage_lines(out_dir))
     for line in changes.lines():
         notify(line)
     return summary

@@ -9,33 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .config import OptionCount
-from .errors import ConfigError
 from .samples import IMAGE_LEVEL, Case
-from .schemas import question_pool_data
-from .taxonomy import GRANULARITIES, TASKS, Vocabulary, normalize_key
+from .taxonomy import Vocabulary, normalize_key
+from .templates import DEFAULT_POOL, QuestionPool, Template  # noqa: F401  (moved; re-exported)
 
 LETTERS = "ABCDE"
-DEFAULT_POOL = Path(__file__).resolve().parent.parent / "question_pools" / "default.yaml"
-if not DEFAULT_POOL.is_file():  # installed (non-editable): data is a subpackage
-    DEFAULT_POOL = Path(__file__).resolve().parent / "question_pools" / "default.yaml"
-
-
-@dataclass(frozen=True)
-class Template:
-    id: str
-    granularity: str
-    text: str
-    tasks: tuple[str, ...] = ()
-
-    def render(self, modality: str) -> str:
-        return self.text.format(modality=modality)
 
 
 @dataclass
@@ -45,65 +28,6 @@ class Question:
     question: str
     options: list[str]  # in letter order A, B, ...
     answer: str  # letter
-
-
-class QuestionPool:
-    """Templates and option-pool rules read from a ``question_pools/*.yaml`` file."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = path or DEFAULT_POOL
-        data = question_pool_data(self.path)  # types checked; meaning checked below
-        if not isinstance(data, dict) or not data.get("templates"):
-            raise ConfigError(f"{self.path}: expected a 'templates' list")
-        self.templates: list[Template] = []
-        ids: set[str] = set()
-        problems: list[str] = []  # all of them are reported at once
-        for i, raw in enumerate(data["templates"]):
-            problem = _template_problem(raw, f"{self.path}: templates[{i}]", ids)
-            if problem:
-                problems.append(problem)
-                continue
-            ids.add(raw["id"])
-            self.templates.append(
-                Template(raw["id"], raw["granularity"], raw["text"], tuple(raw.get("tasks", [])))
-            )
-        missing = [g for g in GRANULARITIES if not any(t.granularity == g for t in self.templates)]
-        if missing and not problems:
-            problems.append(f"{self.path}: no template for granularity {missing}")
-        if problems:
-            raise ConfigError("\n".join(problems))
-        opts = data.get("options", {}) or {}
-        self.vocabulary_fallback = bool(opts.get("local_vocabulary_fallback", True))
-
-    def templates_for(self, granularity: str, task: str) -> list[Template]:
-        specific = [t for t in self.templates if t.granularity == granularity and task in t.tasks]
-        if specific:
-            return specific
-        return [t for t in self.templates if t.granularity == granularity and not t.tasks]
-
-
-def _template_problem(raw: Any, where: str, ids: set[str]) -> str | None:
-    """What is wrong with one template entry of a question pool, or None."""
-    if not isinstance(raw, dict) or set(raw) - {"id", "granularity", "text", "tasks"}:
-        return f"{where}: expected keys id, granularity, text, tasks"
-    for key in ("id", "granularity", "text"):
-        if key not in raw:
-            return f"{where}: missing '{key}'"
-    if raw["id"] in ids:
-        return f"{where}.id: duplicate template id '{raw['id']}'"
-    if raw["granularity"] not in GRANULARITIES:
-        return f"{where}.granularity: must be one of {GRANULARITIES}"
-    fields = set(re.findall(r"{([^{}]*)}", raw["text"]))
-    if fields - {"modality"}:
-        return f"{where}.text: only {{modality}} may be used, found {fields}"
-    try:
-        raw["text"].format(modality="CT")
-    except (ValueError, IndexError, KeyError) as exc:  # e.g. a lone '}'
-        return f"{where}.text: not a valid template: {exc}"
-    unknown = [task for task in raw.get("tasks", []) if task not in TASKS]
-    if unknown:
-        return f"{where}.tasks: unknown clinical VQA task(s) {unknown}"
-    return None
 
 
 def case_rng(seed: int, case_id: str) -> random.Random:
@@ -174,7 +98,7 @@ def make_question(
     rng = case_rng(seed, case.case_id)
     if partner is not None:
         letter_counts[partner.answer] += 1
-        choices = templates.templates_for(case.granularity, case.task)
+        choices = templates.templates_for(case.granularity, case.task, case.modality)
         template = choices[rng.randrange(len(choices))]
         return Question(case, template.id, template.render(case.modality), list(partner.options),
                         partner.answer)
@@ -197,7 +121,7 @@ def make_question(
     letter_counts[letter] += 1
     options = list(distractors)
     options.insert(LETTERS.index(letter), case.label)
-    choices = templates.templates_for(case.granularity, case.task)
+    choices = templates.templates_for(case.granularity, case.task, case.modality)
     template = choices[rng.randrange(len(choices))]
     return Question(case, template.id, template.render(case.modality), options, letter)
 

@@ -25,7 +25,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    StrictBool,
     StrictStr,
     Tag,
     ValidationError,
@@ -208,22 +207,6 @@ class LabelMapShape(_Shape):
     default: StrictStr | None = None
 
 
-class TemplateShape(_Shape):
-    id: StrictStr
-    granularity: StrictStr
-    text: StrictStr
-    tasks: TextList = Field(default_factory=list)
-
-
-class PoolOptionsShape(_Shape):
-    local_vocabulary_fallback: StrictBool = True
-
-
-class QuestionPoolShape(_Shape):
-    templates: list[TemplateShape] | None = None
-    options: PoolOptionsShape | None = None
-
-
 def _plain(model: BaseModel) -> dict[str, Any]:
     """Back to plain data (only the keys the file set; raw-label keys now text)."""
     return model.model_dump(exclude_unset=True)
@@ -236,8 +219,3 @@ def label_map_data(path: Path) -> dict[str, Any]:
 def vocabulary_data(path: Path) -> dict[str, Any]:
     data = read_yaml(path, "vocabulary file")
     return _plain(validate_file(VocabularyFileShape, data, path, "vocabulary file"))
-
-
-def question_pool_data(path: Path) -> dict[str, Any]:
-    data = read_yaml(path, "question pool")
-    return _plain(validate_file(QuestionPoolShape, data, path, "question pool"))

@@ -38,6 +38,7 @@ from .errors import BuildError, ConfigError
 from .image2d import IMAGE_SUFFIXES, image_size
 from .questions import QuestionPool
 from .taxonomy import LabelMap, StandardLabel, Vocabulary, _base_vocabulary_files
+from .templates import check_pool
 
 MAX_LISTED = 20  # per source and kind of problem; the rest is counted
 
@@ -64,9 +65,13 @@ def validate(sources: Path) -> Findings:
         return found
     vocab = _vocabulary(config, found)
     try:
-        QuestionPool(config.build.question_pool)
+        pool = QuestionPool(config.build.question_pool)
     except ConfigError as exc:
         found.add_errors(exc)
+    else:  # texts giving answers away stop the build; thin cells and lexical cues are warnings
+        report = check_pool(pool, vocab)
+        found.errors.extend(report.errors)
+        found.warnings.extend(report.gaps + report.cues)
     for src in config.sources:
         _check_source(src, vocab, found)
     return found

@@ -10,8 +10,9 @@ import base64
 import csv
 import json
 import os
+import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,10 @@ def summary_markdown(summary: dict[str, Any], name: str) -> str:
         for key, c in summary[title].items():
             lines.append(f"| {key} | {c['VAL']} | {c['TEST']} | {c['VAL'] + c['TEST']} |")
     return "\n".join(lines) + "\n"
+
+
+def read_tsv_rows(path: Path) -> Iterator[list[str]]:
+    """Rows of a TSV this package wrote (header first), streamed, exactly as written."""
+    csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
+    with open(path, encoding="utf-8", newline="") as f:
+        yield from csv.reader(f, delimiter="\t")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapters import Model, load_model, parse_spec
+from .circular import score_circular
 from .data import Index, answer_counts, load_answer_key, load_key_groups
 from .openai_adapter import LogprobsUnsupported
 from .predictions import PredictionsError, load_predictions
@@ -111,6 +112,11 @@ def _score(data: str, records: dict[Index, dict[str, Any]], out_dir: Path, key: 
                                                 "invalid") if res[k])
     print(f"{title}: {res['accuracy']:.{digits}f}{unit} (95% CI {res['ci95'][0]:.{digits}f}-"
           f"{res['ci95'][1]:.{digits}f}, n={res['n']}{'; ' + apart if apart else ''}) -> {out_dir}")
+    circ = score_circular(data, df, out_dir, title)
+    if circ is not None:  # a CircularEval file: circular accuracy beside the vanilla one
+        res["circular"] = {k: v for k, v in circ.items() if k != "groups"}
+        print(f"{title}: circular accuracy {circ['circular_accuracy']:.2f}% (n={circ['n']} questions,"
+              f" {circ['rows']} rows) beside vanilla {circ['vanilla_accuracy']:.2f}% on the originals")
     return res
 
 

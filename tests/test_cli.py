@@ -104,7 +104,9 @@ def test_build_prints_a_short_summary(tmp_path: Path) -> None:
     assert "  by granularity: Image Level 32" in lines
     assert "  by source: fundus-findings 16, fundus-laterality 16" in lines
     assert str(tmp_path / "o" / "GMAI-example_VAL.tsv") in proc.stdout
-    assert len(lines) <= 6 and "## By" not in proc.stdout
+    assert re.match(r"  published tree covered: tasks \d+/18, departments \d+/19, modalities 1/38, ",
+                    lines[-1])
+    assert len(lines) <= 7 and "## By" not in proc.stdout
     assert proc.stderr == ""  # no progress bars when stderr is not a terminal
 
 

@@ -154,15 +154,16 @@ def test_vocabulary_and_question_pool_problems_are_all_reported(tmp_path: Path, 
         "labels:\n  - {label: foo lesion, task: Disease Diagnosiz, department: none}\n"
         "  - {label: bar lesion, task: Disease Diagnosis, department: Ophthalmolgy}\n")
     pool = yaml.safe_load((Path(__file__).parents[1] / "question_pools" / "default.yaml").read_text())
-    pool["templates"][0]["granularity"] = "Image Levle"
-    pool["templates"][1]["text"] = "What is {organ}?"
+    pool["groups"][0]["granularity"] = "Image Levle"
+    pool["groups"][1]["texts"][0] = "What is {organ}?"
     write_yaml(tmp_path / "pool.yaml", pool)
     _edit(sources, lambda d: d["build"].update(vocabulary=["vocab.yaml"], question_pool="pool.yaml"))
     code, _, err = _validate(sources, capsys)
     assert code == 1
     assert "labels[0]: unknown clinical VQA task 'Disease Diagnosiz'" in err
     assert "labels[1]: unknown department 'Ophthalmolgy'" in err
-    assert "templates[0].granularity" in err and "templates[1].text" in err
+    assert "groups[0].granularity: 'Image Levle'" in err and "groups[1].texts[0]: unknown placeholder" in err
+    assert err.count("groups[0].granularity") == 1  # once per group, not once per text
 
 
 def test_quiet_validate_prints_only_errors(tmp_path: Path, capsys) -> None:

@@ -1,0 +1,41 @@
+"""Shared fixtures: builds of the bundled example and of the real-data example, made once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import REPO, realdata
+
+
+@pytest.fixture(scope="session")
+def example_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled fundus example, built with CircularEval copies (read-only: do not modify)."""
+    out = tmp_path_factory.mktemp("example") / "build"
+    from gmai_build.cli import main
+
+    assert main(["--sources", str(REPO / "examples" / "sources.yaml"), "--out", str(out),
+                 "--workers", "1", "--no-progress", "--circular"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def realdata_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/realdata_sources.yaml (4 modalities, 4 granularities, 140 questions) with
+    CircularEval copies; skipped where the real samples are absent (read-only)."""
+    root = realdata()
+    out = tmp_path_factory.mktemp("realdata") / "build"
+    old = os.environ.get("GMAI_REALDATA")
+    os.environ["GMAI_REALDATA"] = str(root)
+    try:
+        from gmai_build.cli import main
+
+        assert main(["--sources", str(REPO / "examples" / "realdata_sources.yaml"), "--out",
+                     str(out), "--workers", "2", "--no-progress", "--circular"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("GMAI_REALDATA", None)
+        else:
+            os.environ["GMAI_REALDATA"] = old
+    return out
