@@ -235,7 +235,8 @@ def test_layout_links_through_one_pointer(project) -> None:
     _, out_a, _ = project
     names = sorted(published(out_a))
     assert names == sorted(["CS_VAL.tsv", "CS_TEST.tsv", "CS_TEST_answers.tsv", "manifest.jsonl",
-                            "summary.json", "summary.md", "build.json"])
+                            "summary.json", "summary.md", "build.json", "coverage.json",
+                            "coverage.md"])
     for name in names:
         assert os.readlink(out_a / name) == f"current/{name}"
     assert os.readlink(out_a / "current").startswith(".builds/build-")

@@ -76,18 +76,16 @@ ROWS = [
      "labels[0].modalities: Input should be a valid list, found text"),
     ("pool not UTF-8", "pool.yaml", b"\x80templates: []\n",
      "line 1: not UTF-8 text (byte 0x80 at offset 0); save the question pool as UTF-8"),
+    # (the pool's own checks, templates.py, report every problem of the file at once)
     ("pool templates a number", "pool.yaml", b"templates: 3\n",
-     "templates: Input should be a valid list, found a number"),
+     "templates: Input should be a valid list"),
     ("pool template text a list", "pool.yaml",
      b"templates:\n  - {id: a, granularity: Image Level, text: [x]}\n",
-     "templates[0].text: Input should be a valid string, found a list"),
+     "templates[0].text: Input should be a valid string"),
     ("pool template lone brace", "pool.yaml",
-     b"templates:\n  - {id: a, granularity: Image Level, text: 'a } b'}\n",
-     "templates[0].text: not a valid template: Single '}' encountered in format string"),
-    ("pool option not a boolean", "pool.yaml",
-     b"options: {local_vocabulary_fallback: maybe}\n"
-     b"templates: [{id: a, granularity: Image Level, text: x}]\n",
-     "options.local_vocabulary_fallback: Input should be a valid boolean, found text"),
+     b"templates:\n  - {id: a, granularity: Image Level, text: 'a } b?'}\n",
+     "templates[0].text: text is not a valid format string (Single '}' encountered in format "
+     "string); write braces as {{ }}"),
     # (named by sources.yaml, which checks that the path is a file before anything reads it)
     ("a label map that is a folder", "map.yaml", None,
      "sources[0].label_map: label map 'map.yaml' not found (looked for "),
@@ -130,7 +128,8 @@ def test_matrix(built: Path, tmp_path: Path, capsys, row: str, name: str,
     assert code == 1
     assert "Traceback" not in err
     lines = err.strip().splitlines()
-    assert len(lines) == 1, err  # one message
+    if name != "pool.yaml":
+        assert len(lines) == 1, err  # one message
     named = root / "sources.yaml" if content is None else target
     assert lines[0].startswith(f"gmai-build: error: {named}: {message}"), err
     assert published(out) == before and not leftovers(out)
