@@ -48,6 +48,13 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
 
+def add_path_flag(parser: argparse.ArgumentParser) -> None:
+    """``--show-paths``: messages name input files by path instead of token (terminal only)."""
+    parser.add_argument("--show-paths", action="store_true",
+                        help="name input files by their real paths in messages on this terminal "
+                        "(outputs always use tokens)")
+
+
 def quiet(args: argparse.Namespace) -> bool:
     """True under ``--quiet``, which also silences library warnings (e.g. DICOM readers')."""
     if getattr(args, "quiet", False):
@@ -72,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="start over: ignore the build already in --out (new indices, nothing reused)")
     p.add_argument("--circular", action="store_true",
                    help="also write CircularEval copies (<name>_circular_*.tsv; build.circular)")
+    add_path_flag(p)
     add_output_flags(p)
     p.add_argument("--version", action="version", version=f"gmai-build {__version__}")
     return p
@@ -95,7 +103,7 @@ def cmd_build(argv: list[str]) -> int:
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
     notices: list[str] = []  # what changed since the previous build in --out (rebuild.py)
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
-                    notify=notices.append, rebuild=args.rebuild)
+                    show_paths=args.show_paths, notify=notices.append, rebuild=args.rebuild)
     if not silent:
         print(short_summary(summary, config.build.name, Path(out)))
         print("\n".join([coverage_lines(Path(out), short=True), *notices]))
@@ -121,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except BuildError as exc:
         print(f"gmai-build: error: {exc}", file=sys.stderr)
+        if exc.redacted:
+            print("gmai-build: (input files are named by their tokens; add --show-paths to see "
+                  "their paths)", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: stop quietly. stdout is pointed at devnull so

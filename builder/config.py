@@ -57,6 +57,11 @@ class IntensityConfig(Strict):
 
     window: Literal["soft_tissue", "lung", "bone", "brain", "liver"] | Window | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
+    nonfinite: Literal["floor", "error"] = Field(
+        default="floor",
+        description="NaN/inf pixels: 'floor' ignores them in percentiles and shows them at the "
+        "window floor (black), counted in the summary; 'error' stops naming the file and count",
+    )
 
     @field_validator("percentiles")
     @classmethod
@@ -108,6 +113,13 @@ class SourceConfig(Strict):
     max_side: int | None = Field(
         default=None, ge=32, description="downscale images whose longer side exceeds this"
     )
+    on_error: Literal["fail", "skip"] | None = Field(
+        default=None, description="override build.on_error for this source")
+    allow_outside_root: bool = Field(
+        default=False, description="let tables, globs and symlinks reach files outside root")
+    identifying_paths: bool = Field(
+        default=True, description="file paths may identify patients: record them as tokens")
+    max_pixels: int | None = Field(default=None, ge=1, description="override build.max_pixels")
 
     @field_validator("patient_key")
     @classmethod
@@ -139,6 +151,17 @@ class BuildSettings(Strict):
     circular: bool = Field(
         default=False, description="also write CircularEval copies (options rotated) of each split"
     )
+    salt: str | None = Field(
+        default=None, min_length=1,
+        description="key for the tokens that replace groups, ids and paths (${VAR} allowed); "
+        "default: a per-user key kept outside the outputs (see gmai_build.privacy)")
+    on_error: Literal["fail", "skip"] = Field(
+        default="fail", description="fail: stop before publishing; skip: skip bad samples, "
+        "list them with reasons in summary.md/json")
+    max_pixels: int = Field(default=100_000_000, ge=1,
+                            description="largest 2D image or volume plane, checked before decoding")
+    max_voxels: int = Field(default=1_000_000_000, ge=1,
+                            description="largest 3D volume, checked before decoding")
 
 
 class SourcesFile(Strict):
@@ -153,7 +176,10 @@ class Config:
         self.path = path
         self.build = model.build
         self.sources = model.sources
-        self.config_hash = hashlib.sha256(raw_text.encode()).hexdigest()
+        salt = model.build.salt
+        # The hash must not let anyone test guesses of a salt written in the file.
+        hashed_text = raw_text.replace(salt, "<salt>") if salt else raw_text
+        self.config_hash = hashlib.sha256(hashed_text.encode()).hexdigest()
 
     def source(self, name: str) -> SourceConfig:
         return next(s for s in self.sources if s.name == name)
@@ -168,6 +194,20 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PKG = re.compile(r"\{pkg:([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+def expand_env(text: str, where: str) -> str:
+    """``${VAR}`` / ``${VAR:-default}`` in a plain value (not a path)."""
+
+    def env(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value:
+            return value
+        if m.group(2) is None:
+            raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+        return m.group(2)
+
+    return _ENV.sub(env, text)
 
 
 def expand_path(text: str, base: Path, where: str) -> Path:
@@ -272,6 +312,11 @@ def load_config(path: str | Path) -> Config:
         for k in range(first_problem, len(problems)):  # name the source, not just its position
             problems[k] += f" [source '{src.name}']"
     b = model.build
+    if b.salt is not None:
+        try:
+            b.salt = expand_env(b.salt, f"{path}: build.salt")
+        except ConfigError as exc:
+            problems.append(str(exc))
     if b.out is not None:
         b.out = expand_path(str(b.out), base, f"{path}: build.out")
     if b.question_pool is not None:

@@ -25,6 +25,12 @@ def short_summary(summary: dict[str, Any], name: str, out: Path) -> str:
     skipped = summary.get("skipped") or {}
     if skipped:
         lines.append(f"  skipped: {sum(skipped.values())} cases (reasons in summary.md)")
+    if summary.get("skipped_samples"):  # on_error: skip and declared drops, file by file
+        lines.append(f"  skipped: {len(summary['skipped_samples'])} samples or targets "
+                     "(files and reasons in summary.md)")
+    if summary.get("notes"):
+        lines.append(f"  notes: {len(summary['notes'])} (clipped boxes, NaN/inf pixels, ...: "
+                     "summary.md)")
     lines.append(f"  wrote {out / (name + '_VAL.tsv')}, {name}_TEST.tsv, {name}_TEST_answers.tsv "
                  "(full tables: summary.md)")
     return "\n".join(lines)

@@ -38,7 +38,7 @@ the image.
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,15 +98,24 @@ def read_header(path: str | Path, *, pixels: bool = False) -> Dataset:
     """Read one DICOM file (header only unless ``pixels``); DicomError naming the file if not DICOM.
 
     Files without the 128-byte preamble (older exports) are retried with ``force=True`` and
-    accepted only if they carry a SOP Class UID, so random bytes are not mistaken for DICOM.
+    accepted only if they carry a SOP Class UID, so random bytes are not mistaken for DICOM; a
+    file with the preamble must carry its SOP Class and Instance UIDs too (a garbage body is an
+    error naming the file, not a silently dropped slice).
     """
     path = Path(path)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError:
         pass
     except Exception as exc:  # truncated file, bad element, permission...
         raise DicomError(f"unreadable DICOM: {type(exc).__name__}: {exc}", path) from None
+    else:
+        # pydicom reads a damaged body leniently into a few junk elements: without the SOP
+        # identity it is no object at all, and must not pass for "not an image".
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            raise DicomError("unreadable DICOM: DICM marker present but no SOP Class/Instance "
+                             "UID could be read (damaged or truncated file)", path)
+        return ds
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
     except Exception as exc:
@@ -125,8 +134,29 @@ def is_image(ds: Dataset) -> bool:
     return "Rows" in ds and "Columns" in ds
 
 
-def scan(folder: str | Path, pattern: str = "**/*") -> list[tuple[Path, Dataset]]:
-    """All DICOM headers under ``folder`` matching the glob ``pattern``, in sorted path order."""
+def has_dicom_preamble(path: Path) -> bool:
+    """True when the file carries the DICOM Part 10 marker ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def scan(
+    folder: str | Path, pattern: str = "**/*",
+    check: Callable[[Path], object] | None = None,
+    on_broken: Callable[[Path, DicomError], None] | None = None,
+) -> list[tuple[Path, Dataset]]:
+    """All DICOM headers under ``folder`` matching the glob ``pattern``, in sorted path order.
+
+    ``check`` is called on every path before it is read (the source-root confinement). A file
+    that is DICOM (``.dcm``/``.dicom``/``.ima`` suffix, or the DICM marker) but cannot be read
+    is an error naming it, never a silently missing slice; ``on_broken`` receives it instead
+    when given (``on_error: skip``). Stray files without suffix or marker (README, LICENSE)
+    are ignored.
+    """
     folder = Path(folder)
     if folder.is_file():
         paths = [folder]
@@ -134,12 +164,22 @@ def scan(folder: str | Path, pattern: str = "**/*") -> list[tuple[Path, Dataset]
         paths = sorted(p for p in folder.glob(pattern) if p.is_file() and is_candidate(p))
     found = []
     for p in paths:
+        if check is not None:
+            try:
+                check(p)
+            except BuildError as exc:  # outside the source root
+                if on_broken is None:
+                    raise
+                on_broken(p, DicomError(exc.reason, p))
+                continue
         try:
             found.append((p, read_header(p)))
-        except DicomError:
-            # A stray README/LICENSE without suffix is not an error; a broken .dcm file is.
-            if p.suffix.lower() in (".dcm", ".dicom", ".ima") or folder.is_file():
-                raise
+        except DicomError as exc:
+            if (p.suffix.lower() in (".dcm", ".dicom", ".ima") or folder.is_file()
+                    or has_dicom_preamble(p)):
+                if on_broken is None:
+                    raise
+                on_broken(p, exc)
     return found
 
 
@@ -320,11 +360,27 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     return arr[None] if n_frames <= 1 and arr.ndim == 2 else arr
 
 
-def read_series(paths: list[str | Path] | list[Path]) -> DicomSeries:
+def check_series_budget(frames: list[_Frame], max_pixels: int, max_voxels: int) -> None:
+    """Refuse a series whose declared size exceeds the budgets, before any pixel is decoded."""
+    first = frames[0]
+    rows, cols = int(first.ds.Rows), int(first.ds.Columns)
+    if rows * cols > max_pixels:
+        raise DicomError(f"image of {cols}x{rows} = {rows * cols:,} pixels exceeds the pixel "
+                         f"budget of {max_pixels:,} (build.max_pixels; checked before decoding)",
+                         first.path)
+    voxels = rows * cols * len(frames)
+    if voxels > max_voxels:
+        raise DicomError(f"series of {len(frames)} slices of {cols}x{rows} = {voxels:,} voxels "
+                         f"exceeds the budget of {max_voxels:,} (build.max_voxels)", first.path)
+
+
+def read_series(paths: list[str | Path] | list[Path], max_pixels: int = 100_000_000,
+                max_voxels: int = 1_000_000_000) -> DicomSeries:
     """Read one series (file paths) into a :class:`DicomSeries` in canonical LPS+ (module doc).
 
     Raises :class:`DicomError` (naming the offending file) for unreadable files, mixed series,
-    missing geometry, mixed orientations or in-plane grids, or several slices at one position.
+    missing geometry, mixed orientations or in-plane grids, several slices at one position, or
+    a size over the budgets (checked from the headers, before decoding).
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -366,6 +422,7 @@ def read_series(paths: list[str | Path] | list[Path]) -> DicomSeries:
     dist = dist[order]
     gaps = np.diff(dist)
     notes: list[str] = []
+    check_series_budget(frames, max_pixels, max_voxels)
     if len(frames) > 1:
         if np.any(gaps < 1e-3):
             k = int(np.argmin(gaps))
@@ -375,10 +432,8 @@ def read_series(paths: list[str | Path] | list[Path]) -> DicomSeries:
                 "4D series must be split into one series per volume", frames[k + 1].path)
         spread = (gaps.max() - gaps.min()) / float(np.median(gaps))
         if spread > GAP_TOLERANCE:
-            msg = (f"uneven slice gaps {gaps.min():.3f}..{gaps.max():.3f} mm (missing slices?); "
-                   f"using the mean {gaps.mean():.3f} mm")
-            notes.append(msg)
-            warnings.warn(f"{first.path.parent}: {msg}", stacklevel=2)
+            notes.append(f"uneven slice gaps {gaps.min():.3f}..{gaps.max():.3f} mm (missing "
+                         f"slices?); using the mean {gaps.mean():.3f} mm")
 
     # 2. pixels with the modality LUT (rescale) applied
     decoded: dict[Path, np.ndarray] = {}

@@ -3,6 +3,11 @@
 CT data is windowed (width/level in Hounsfield units, presets in ``config.CT_WINDOWS``); MR and
 other high-bit-depth data are clipped at percentiles of their non-zero pixels; 8-bit data is kept
 as it is so photographs are reproduced exactly.
+
+NaN and +/-inf values (float NIfTI, float TIFF) are not data: they are left out of percentiles
+and shown at the window floor (0). One NaN must not turn every percentile into NaN and the whole
+image black, nor one inf saturate it. Whether such pixels are allowed at all is the source's
+``intensity.nonfinite`` rule, applied by the pipeline (:mod:`gmai_build.sanity`).
 """
 
 from __future__ import annotations
@@ -12,24 +17,39 @@ import numpy as np
 from .config import IntensityConfig
 
 
+def to_byte_range(scaled: np.ndarray) -> np.ndarray:
+    """Float values in 0..255 units -> uint8, non-finite values at the floor (0)."""
+    out = np.clip(np.rint(scaled), 0, 255)
+    out[~np.isfinite(out)] = 0
+    return out.astype(np.uint8)
+
+
 def window(array: np.ndarray, width: float, level: float) -> np.ndarray:
     """Map [level - width/2, level + width/2] linearly onto 0..255 (DICOM-style clipping)."""
     low = level - width / 2.0
     scaled = (array.astype(np.float64) - low) / width * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return to_byte_range(scaled)
+
+
+def finite_percentiles(values: np.ndarray, low: float, high: float) -> tuple[float, float] | None:
+    """Percentiles of the finite non-zero values (None when there are none); hi > lo."""
+    data = values[values != 0]
+    if data.dtype.kind in "fc":
+        data = data[np.isfinite(data)]
+    if data.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(data, [low, high]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 def percentile_clip(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Clip to percentiles of the non-zero pixels (background excluded), scale to 0..255."""
+    """Clip to percentiles of the finite non-zero pixels (background excluded), scale to 0..255."""
     data = array.astype(np.float64)
-    nonzero = data[data != 0]
-    if nonzero.size == 0:
+    bounds = finite_percentiles(data, low, high)
+    if bounds is None:
         return np.zeros(array.shape, np.uint8)
-    lo, hi = np.percentile(nonzero, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    scaled = (data - lo) / (hi - lo) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    lo, hi = bounds
+    return to_byte_range((data - lo) / (hi - lo) * 255.0)
 
 
 def to_uint8(array: np.ndarray, intensity: IntensityConfig, is_ct: bool = False) -> np.ndarray:

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import platform
 import sys
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -25,15 +26,28 @@ from . import __version__
 from .cases import CaseMaker, stable_id
 from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
-from .config import Config, SourceConfig
+from .config import BuildSettings, Config, SourceConfig
 from .converters import Converter, Item, get_converter
+from .converters.base import Note
 from .coverage import coverage_lines, write_coverage
 from .errors import BuildError, ConfigError
 from .lifecycle import failpoint, worker_pool
 from .outdir import OutputFolder
+from .privacy import Privacy, redact_error, relative_to_root, resolve_salt
 from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
 from .rebuild import Reuse, pair_staleness, previous_questions, summarize
-from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
+from .report import SKIPPED, Entry, summary_section
+from .samples import (
+    BOX_LEVEL,
+    CONTOUR_LEVEL,
+    DET_2D,
+    IMAGE_LEVEL,
+    MASK_LEVEL,
+    Case,
+    Sample,
+    Slice2D,
+)
+from .sanity import asked_boxes, check_nonfinite, is_constant, unasked_targets, why_no_case
 from .slicing import to_slices
 from .split import VAL, group_key, split_of
 from .taxonomy import LabelMap, Vocabulary, load_vocabulary
@@ -61,17 +75,77 @@ class SourceContext:
     converter: Converter
     label_map: LabelMap
     maker: CaseMaker
+    privacy: Privacy
+    on_error: str = "fail"
     items: list[Item] = field(default_factory=list)
+    report: list[Entry] = field(default_factory=list)  # discovery skips and notes
+
+    # Privacy: what leaves the worker carries tokens, never paths, ids or UIDs --------------
+    def file_token(self, file: str | Path | None) -> str:
+        """How outputs name a file of this source (relative to the root, then a token)."""
+        if file is None:
+            return "(source)"
+        rel = relative_to_root(Path(file), self.config.root) if Path(file).is_absolute() \
+            else Path(file).as_posix()
+        if rel is None:  # outside the root (allow_outside_root): never recorded as a path
+            return self.privacy.file(self.config.name, Path(file).as_posix())
+        return self.privacy.file(self.config.name, rel, self.config.identifying_paths)
+
+    def message_name(self, file: str | Path) -> str:
+        """How a terminal message names a file: its token, or its path with --show-paths."""
+        return str(file) if self.privacy.show_paths else self.file_token(file)
+
+    def protect(self, sample: Sample, raw_group: str) -> None:
+        """Replace the sample's group, id and files by salted tokens (in place)."""
+        name = self.config.name
+        sample.group = self.privacy.group(name, raw_group)
+        sample.sample_id = self.privacy.sample_id(name, sample.sample_id)
+        sample.files = tuple(self.file_token(f) for f in sample.files)
+
+    def redact(self, exc: BuildError, item: Item | None = None) -> BuildError:
+        known = item.paths if item is not None else ()
+        labels = {raw for it in self.items for raw in it.labels or ()}
+        return redact_error(exc, self.privacy, self.config.root,
+                            self.config.identifying_paths, known, self.config.name, labels)
+
+    def entry(self, note: Note, item: Item | None = None) -> Entry:
+        reason = self.redact(BuildError(note.reason, source=self.config.name), item).reason
+        sample = self.privacy.sample_id(self.config.name, item.key) if item is not None else ""
+        return Entry(self.config.name, note.kind, self.file_token(note.file), reason, note.count,
+                     sample)
 
 
-def prepare(config: Config) -> tuple[Vocabulary, dict[str, SourceContext], QuestionPool]:
+def make_privacy(config: Config, show_paths: bool = False) -> Privacy:
+    salt, _ = resolve_salt(config.build.salt)
+    return Privacy(salt, show_paths)
+
+
+def configure_converter(conv: Converter, src: SourceConfig, build: BuildSettings,
+                        label_map: LabelMap | None) -> str:
+    """Give a converter the source's policies (build defaults, source overrides); returns the
+    source's on_error. Shared by the build and ``validate``, so both judge paths alike."""
+    on_error = src.on_error or build.on_error
+    conv.configure(on_error=on_error, allow_outside_root=src.allow_outside_root,
+                   max_pixels=src.max_pixels or build.max_pixels, max_voxels=build.max_voxels,
+                   wanted=None if label_map is None
+                   else (lambda raw, m=label_map: m.lookup(raw) is not None))
+    return on_error
+
+
+def prepare(
+    config: Config, show_paths: bool = False
+) -> tuple[Vocabulary, dict[str, SourceContext], QuestionPool]:
     """Load vocabulary, label maps, question pool and converters: fails before any work."""
     vocab = load_vocabulary(config.build.vocabulary)
+    privacy = make_privacy(config, show_paths)
+    b = config.build
     contexts = {}
     for src in config.sources:
         label_map = LabelMap(src.label_map, src.name, vocab)
         conv = get_converter(src.format)(src.name, src.root, src.options)  # type: ignore[arg-type]
-        contexts[src.name] = SourceContext(src, conv, label_map, CaseMaker(src, label_map))
+        on_error = configure_converter(conv, src, b, label_map)
+        contexts[src.name] = SourceContext(src, conv, label_map, CaseMaker(src, label_map),
+                                           privacy, on_error)
     pool = QuestionPool(config.build.question_pool)
     leaks = answer_leaks(pool, vocab)  # a template naming a label points at one option
     if leaks:
@@ -80,19 +154,39 @@ def prepare(config: Config) -> tuple[Vocabulary, dict[str, SourceContext], Quest
 
 
 def discover(ctx: SourceContext) -> list[Item]:
+    """The items of a source, every path they name confined to its root; errors redacted."""
+    conv = ctx.converter
+    conv.take_notes()
     try:
-        items = list(ctx.converter.discover())
-    except BuildError:
-        raise
+        with warnings.catch_warnings():  # library warnings may quote file names or values
+            warnings.simplefilter("ignore")
+            found = list(conv.discover())
+        items = []
+        for item in found:
+            try:
+                for p in item.paths:
+                    conv.path(p)
+            except BuildError as exc:
+                conv.bad_item(exc.reason, exc.file)
+                continue
+            items.append(item)
+    except BuildError as exc:
+        raise ctx.redact(exc) from None
     except Exception as exc:  # a converter bug or unreadable layout: still name the source
-        raise BuildError(f"cannot list items: {type(exc).__name__}: {exc}",
-                         source=ctx.config.name, file=ctx.config.root) from exc
+        raise ctx.redact(BuildError(f"cannot list items: {type(exc).__name__}: {exc}",
+                                    source=ctx.config.name, file=ctx.config.root)) from None
+    ctx.report = [ctx.entry(n) for n in conv.take_notes()]
     if not items:
-        raise BuildError("no images found", source=ctx.config.name, file=ctx.config.root)
+        skipped = sum(e.kind == SKIPPED for e in ctx.report)
+        if skipped and ctx.on_error == "skip":
+            return []  # every item was skipped: listed in the summary, the rest is built
+        raise BuildError("no images found" + (f" ({skipped} skipped: " + "; ".join(
+            sorted({e.reason for e in ctx.report if e.kind == SKIPPED})[:3]) + ")"
+            if skipped else ""), source=ctx.config.name)
     keys = [i.key for i in items]
     if len(set(keys)) != len(keys):
         dup = next(k for k, n in Counter(keys).items() if n > 1)
-        raise BuildError(f"two items share the key '{dup}'", source=ctx.config.name)
+        raise ctx.redact(BuildError(f"two items share the key '{dup}'", source=ctx.config.name))
     return items
 
 
@@ -109,7 +203,8 @@ def check_known_labels(ctx: SourceContext, items: list[Item]) -> None:
             except BuildError:
                 unknown.setdefault(str(raw), item.paths[0] if item.paths else item.key)
     if unknown:
-        listing = ", ".join(f"{raw!r} (e.g. {file})" for raw, file in sorted(unknown.items()))
+        listing = ", ".join(f"{raw!r} (e.g. {ctx.message_name(file)})"
+                            for raw, file in sorted(unknown.items()))
         raise BuildError(
             f"{len(unknown)} raw label(s) not in label map {ctx.label_map.path}: {listing}; "
             "map each to a canonical label or to 'drop' (or set 'default: drop')",
@@ -121,23 +216,97 @@ def check_known_labels(ctx: SourceContext, items: list[Item]) -> None:
 _CONTEXT: SourceContext | None = None
 
 
-def _cases_of_item(item: Item) -> list[Case]:
+@dataclass
+class ItemResult:
+    """What one item gives: its cases, and what was skipped or changed on the way."""
+
+    cases: list[Case]
+    report: list[Entry] = field(default_factory=list)
+
+
+def _cases_of_item(item: Item) -> ItemResult:
+    """Read, normalise and render one item (worker side); every drop comes back as an entry.
+
+    A bad item is an error (``on_error: fail``) or one skipped entry (``skip``); the error
+    names the file by its token and carries no path, identifier or UID (privacy.redact_error).
+    """
     ctx = _CONTEXT
     assert ctx is not None
-    src = ctx.config
+    src, conv = ctx.config, ctx.converter
+    conv.take_notes()
     group = group_key(item.key, item.group or item.key, src.patient_key)
+    first = item.paths[0] if item.paths else None
     try:
         cases: list[Case] = []
-        for sample in ctx.converter.load(item):
-            sample.group = group_key(item.key, sample.group or group, src.patient_key)
-            for s in to_slices(sample, src):
-                cases.extend(ctx.maker.cases(s))
-        return cases
-    except BuildError:
-        raise
+        with warnings.catch_warnings():  # library warnings may quote file names or values
+            warnings.simplefilter("ignore")
+            for sample in conv.load(item):
+                ctx.protect(sample, group_key(item.key, sample.group or group, src.patient_key))
+                cases.extend(_cases_of_sample(ctx, sample, first))
+        return ItemResult(cases, [ctx.entry(n, item) for n in conv.take_notes()])
     except Exception as exc:
-        file = ctx.converter.path(item.paths[0]) if item.paths else src.root
-        raise BuildError(f"{type(exc).__name__}: {exc}", source=src.name, file=file) from None
+        if not isinstance(exc, BuildError):
+            exc = BuildError(f"{type(exc).__name__}: {exc}", source=src.name,
+                             file=conv.root / first if first else src.root)
+        err = ctx.redact(exc, item)
+        if ctx.on_error != "skip" or isinstance(exc, ConfigError):  # a map problem, not a sample's
+            raise err from None
+        conv.take_notes()  # notes of a skipped item describe nothing published
+        return ItemResult([], [Entry(src.name, SKIPPED, ctx.file_token(exc.file or first),
+                                     err.reason, 1, ctx.privacy.sample_id(src.name, item.key))])
+
+
+def _cases_of_sample(ctx: SourceContext, sample: Sample, first: str | None) -> list[Case]:
+    """The cases of one protected sample; constant slices and empty results are recorded."""
+    src, conv = ctx.config, ctx.converter
+    nonfinite = check_nonfinite(sample)
+    slices: list[Slice2D] = to_slices(sample, src)
+    nonfinite += sum(int(s.extra.pop("nonfinite_pixels", 0)) for s in slices)
+    if nonfinite:
+        if src.intensity.nonfinite == "error":
+            raise BuildError(f"{nonfinite} NaN/inf pixel value(s) (intensity.nonfinite: error; "
+                             "'floor' shows them black)", source=src.name, file=first)
+        conv.note(f"{nonfinite} NaN/inf pixel value(s) ignored in percentiles and shown at the "
+                  "window floor", first, nonfinite)
+    for reason, count in _sample_notes(sample):
+        conv.note(reason, first, count)
+    kept = []
+    for s in slices:
+        if is_constant(s.rgb):
+            where = f" ({s.axis} slice {s.slice_index})" if s.axis else ""
+            conv.note(f"image{where} is constant after intensity mapping: not published", first,
+                      kind=SKIPPED)
+        else:
+            kept.append(s)
+    cases: list[Case] = []
+    for s in kept:
+        made = list(ctx.maker.cases(s))
+        cases.extend(made)
+        unasked = len(asked_boxes(s, ctx.label_map)) - sum(
+            c.original_task == DET_2D and c.granularity == BOX_LEVEL for c in made)
+        if unasked > 0:
+            conv.note(f"{unasked} box(es) not asked: ambiguous (overlapping a box of another "
+                      "label) or empty", first, unasked, kind=SKIPPED)
+    unasked = unasked_targets(sample, kept, ctx.label_map) if slices == kept else []
+    for raw in unasked:
+        conv.note(f"target '{raw}' is smaller than slicing.min_area ({src.slicing.min_area} "
+                  "pixels) on every slice: not asked", first, kind=SKIPPED)
+    if not cases and not unasked and slices == kept:
+        why = why_no_case(sample, slices, src, ctx.label_map)
+        if why:
+            conv.note(why, first, kind=SKIPPED)
+    return cases
+
+
+def _sample_notes(sample: Sample) -> list[tuple[str, int]]:
+    """Changes a converter made to a sample that it keeps (declared in ``Sample.extra``)."""
+    out = []
+    clipped = sample.extra.get("clipped_boxes") or []
+    if clipped:
+        out.append((f"{len(clipped)} box(es) clipped to the image", len(clipped)))
+    for warning in sample.extra.get("dicom_warnings") or []:
+        out.append((f"DICOM: {warning}", 1))
+    return out
 
 
 class CapTracker:
@@ -178,7 +347,7 @@ class CapTracker:
 
 def iter_cases(
     ctx: SourceContext, items: list[Item], workers: int, tracker: CapTracker
-) -> Iterator[list[Case]]:
+) -> Iterator[ItemResult]:
     """Cases per item, in item order (deterministic whatever the number of workers)."""
     global _CONTEXT
     _CONTEXT = ctx
@@ -232,7 +401,8 @@ def prefilter_items(
             if std is None or std.label in labels_seen:
                 continue
             labels_seen.add(std.label)
-            pair_id = stable_id(ctx.config.name, item.key, raw, "image")
+            sample_id = ctx.privacy.sample_id(ctx.config.name, item.key)
+            pair_id = stable_id(ctx.config.name, sample_id, raw, "image")
             if stable_id(pair_id, IMAGE_LEVEL) in previous:
                 keep.add(n)
             best[std.label].append((rank(seed, pair_id), n))
@@ -277,7 +447,8 @@ class Collected:
     cases: list[Case] = field(default_factory=list)
     refs: dict[str, tuple[int, int]] = field(default_factory=dict)  # case id -> spool slot
     image_sha256: dict[str, str] = field(default_factory=dict)  # case id -> PNG checksum
-    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> file -> sha256
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> token -> sha256
+    report: list[Entry] = field(default_factory=list)  # skipped samples and notes
 
 
 def collect_cases(
@@ -294,8 +465,13 @@ def collect_cases(
         items = prefilter_items(ctx, ctx.items, b.per_label_cap, b.seed, previous)
         bar = tqdm(total=len(items), desc=src.name, unit="item", disable=not progress,
                    file=sys.stderr)
-        for item_cases in iter_cases(ctx, items, workers, tracker):
-            for c in item_cases:
+        out.report.extend(ctx.report)
+        skipped_files: set[str] = set()
+        for item, result in zip(items, iter_cases(ctx, items, workers, tracker)):
+            out.report.extend(result.report)
+            if any(e.kind == SKIPPED for e in result.report) and not result.cases:
+                skipped_files.update(item.paths)
+            for c in result.cases:
                 if c.case_id in seen:
                     raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
                                      source=src.name)
@@ -308,11 +484,22 @@ def collect_cases(
             bar.update(1)
             failpoint("reading")
         bar.close()
-        files = sorted({p for item in items for p in item.paths})
-        out.inputs[src.name] = {
-            p: sha256_file(ctx.converter.path(p)) for p in files if ctx.converter.path(p).is_file()
-        }
+        files = sorted({p for item in items for p in item.paths} - skipped_files)
+        out.inputs[src.name] = dict(sorted(
+            (ctx.file_token(p), input_checksum(ctx, p))
+            for p in files if ctx.converter.path(p).is_file()
+        ))
     return out
+
+
+def input_checksum(ctx: SourceContext, entry: str) -> str:
+    """sha256 of an input file for build.json; a file gone unreadable is a named error."""
+    path = ctx.converter.path(entry)
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise ctx.redact(BuildError(f"cannot read the file for its checksum: {exc.strerror}",
+                                    source=ctx.config.name, file=path)) from None
 
 
 def make_questions(
@@ -412,6 +599,7 @@ def build(
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    show_paths: bool = False,
     rebuild: bool = False,
     notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -423,7 +611,8 @@ def build(
     """
     notify = notify or log
     n_workers = workers if workers is not None else (config.build.workers or default_workers())
-    vocab, contexts, pool = prepare(config)
+    vocab, contexts, pool = prepare(config, show_paths)
+    privacy = next(iter(contexts.values())).privacy
     for ctx in contexts.values():  # cheap checks for every source before any image is read
         ctx.items = discover(ctx)
         check_known_labels(ctx, ctx.items)
@@ -433,6 +622,8 @@ def build(
         removed = folder.remove_leftovers()
         if removed:
             notify(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
+        if not rebuild:
+            check_same_salt(out_dir, privacy, config)
         previous = {} if rebuild else previous_questions(out_dir)
         with folder.staging() as stage:
             spool = ImageSpool(stage / "images.spool")
@@ -444,9 +635,11 @@ def build(
                                            got.image_sha256)
                 summary = summary_tables(records)
                 summary["skipped"] = dict(sorted(skipped.items()))
+                summary.update(summary_section(got.report))
                 changes = summarize(previous, records, reuse, got.cases,
                                     {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
                 info = _build_info(config, got.inputs, summary, previous)
+                info["salt_check"] = privacy.check_value
                 info["changes"] = changes.to_json()
                 write_outputs(stage, config, records, spool, got.refs, summary, info)
                 if config.build.circular:
@@ -463,6 +656,29 @@ def build(
     for line in changes.lines():
         notify(line)
     return summary
+
+
+def check_same_salt(out_dir: Path, privacy: Privacy, config: Config) -> None:
+    """Refuse to add to a build made with another salt: every token (and index) would change."""
+    import json
+
+    info_path = out_dir / BUILD_INFO
+    if not (out_dir / MANIFEST).is_file() or not info_path.is_file():
+        return
+    try:
+        old = json.loads(info_path.read_text(encoding="utf-8")).get("salt_check")
+    except (OSError, ValueError, AttributeError):
+        return
+    if old is None:
+        raise BuildError(
+            f"{out_dir} was built by a gmai-build without salted identifiers: its questions "
+            "cannot be matched to this build's; build into a new folder")
+    if old != privacy.check_value:
+        where = "build.salt" if config.build.salt else "the per-user key (no build.salt given)"
+        raise BuildError(
+            f"{out_dir} was built with another salt than {where}: its groups, sample ids and "
+            "question identities would all change. Use the salt of that build (build.salt), or "
+            "build into a new folder")
 
 
 def _check_no_leak(records: list[dict[str, Any]]) -> None:
@@ -522,6 +738,16 @@ def _tsv_row(r: dict[str, Any], png: bytes) -> dict[str, Any]:
     return row
 
 
+def _settings(config: Config) -> dict[str, Any]:
+    """Build settings for build.json: no salt, no output folder, config files by name only
+    (their folders may name a person; their content is what counts)."""
+    settings = config.build.model_dump(mode="json", exclude={"out", "salt"})
+    if config.build.question_pool is not None:
+        settings["question_pool"] = config.build.question_pool.name
+    settings["vocabulary"] = [p.name for p in config.build.vocabulary]
+    return settings
+
+
 def _build_info(config: Config, inputs, summary, previous) -> dict[str, Any]:
     import cv2
     import numpy as np
@@ -532,7 +758,7 @@ def _build_info(config: Config, inputs, summary, previous) -> dict[str, Any]:
         "config_file": config.path.name,
         "config_sha256": config.config_hash,
         "seed": config.build.seed,
-        "settings": config.build.model_dump(mode="json", exclude={"out"}),
+        "settings": _settings(config),
         "sources": [
             {"name": s.name, "format": s.format, "modality": s.modality, "license": s.license,
              "citation": s.citation, "label_map_sha256": sha256_file(s.label_map)}

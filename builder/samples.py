@@ -82,6 +82,8 @@ class Sample:
     overlapping segments such as DICOM SEG or RTSTRUCT ROIs).
     """
 
+    # Converters fill these with raw values; the pipeline replaces them by salted tokens
+    # (gmai_build.privacy) before anything else sees the sample.
     source: str
     sample_id: str  # stable id within the source (relative path, plus slice/frame if needed)
     files: tuple[str, ...]  # files read, relative to the source root (provenance)

@@ -252,9 +252,11 @@ class LabelMap:
         return StandardLabel(entry.label, task, dept)
 
     def lookup(self, raw: Any, file: str | None = None) -> StandardLabel | None:
-        """Standard label for a raw value, None if the map drops it; error if unknown."""
-        from .errors import BuildError
+        """Standard label for a raw value, None if the map drops it; error if unknown.
 
+        An unknown label is a problem of the label map (ConfigError), never a bad sample: it
+        stops the build even under ``on_error: skip``.
+        """
         text = _raw_text(raw)
         if text in self._map:
             return self._map[text]
@@ -263,7 +265,7 @@ class LabelMap:
             return self._norm[key]
         if self.drop_unknown:
             return None
-        raise BuildError(
+        raise ConfigError(
             f"raw label {text!r} is not in label map {self.path}; map it to a canonical label "
             "or to 'drop'",
             source=self.source,

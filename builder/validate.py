@@ -27,15 +27,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import add_output_flags, quiet
-from .config import Config, SourceConfig, load_config
+from .cli import add_output_flags, add_path_flag, quiet
+from .config import BuildSettings, Config, SourceConfig, load_config
 from .converters import Converter, Item, get_converter
 from .errors import BuildError, ConfigError
 from .image2d import IMAGE_SUFFIXES, image_size
+from .pipeline import configure_converter, make_privacy
+from .privacy import redact_lines
 from .questions import QuestionPool
 from .taxonomy import LabelMap, StandardLabel, Vocabulary, _base_vocabulary_files
 from .templates import check_pool
@@ -50,13 +53,19 @@ class Findings:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    names: dict[str, set[str]] = field(default_factory=dict)  # source -> path parts it named
+    labels: dict[str, set[str]] = field(default_factory=dict)  # source -> raw labels it named
 
     def add_errors(self, exc: BuildError | str) -> None:
         self.errors.extend(str(exc).splitlines())
 
 
-def validate(sources: Path) -> Findings:
-    """Check a sources file and everything it names; never raises for a user's mistake."""
+def validate(sources: Path, show_paths: bool = False) -> Findings:
+    """Check a sources file and everything it names; never raises for a user's mistake.
+
+    Input files are named by the tokens the build uses (``show_paths``: by their paths), and
+    no DICOM UID or path component is printed (:func:`gmai_build.privacy.redact_lines`).
+    """
     found = Findings()
     try:
         config = load_config(sources)
@@ -73,7 +82,18 @@ def validate(sources: Path) -> Findings:
         found.errors.extend(report.errors)
         found.warnings.extend(report.gaps + report.cues)
     for src in config.sources:
-        _check_source(src, vocab, found)
+        with warnings.catch_warnings():  # library warnings may quote header values
+            warnings.simplefilter("ignore")
+            _check_source(src, vocab, found, config.build)
+    try:
+        privacy = make_privacy(config, show_paths)
+    except ConfigError as exc:
+        found.add_errors(exc)
+        return found
+    roots = {src.name: (Path(src.root).absolute(), src.identifying_paths) for src in config.sources}
+    for kind in ("errors", "warnings", "notes"):
+        setattr(found, kind, redact_lines(getattr(found, kind), roots, privacy, found.names,
+                                          found.labels))
     return found
 
 
@@ -88,7 +108,8 @@ def _vocabulary(config: Config, found: Findings) -> Vocabulary:
     return vocab
 
 
-def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings) -> None:
+def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings,
+                  build: BuildSettings | None = None) -> None:
     errors_before = len(found.errors)
     label_map: LabelMap | None = None
     try:
@@ -98,7 +119,15 @@ def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings) -> None
     converter_class = get_converter(src.format)
     options = converter_class.Options.model_validate(src.options)  # load_config already did
     converter = converter_class(src.name, src.root, options)
+    configure_converter(converter, src, build or BuildSettings(), label_map)
     items = _discover(converter, src, found)
+    found.names[src.name] = {part for item in items or () for p in (*item.paths, item.key)
+                             for part in (*Path(p).parts, Path(p).as_posix())}
+    found.labels[src.name] = {raw for item in items or () for raw in item.labels or ()}
+    for note in converter.take_notes():  # under on_error: skip, what the build would leave out
+        if note.kind == "skipped":
+            found.warnings.append(f"source '{src.name}': would be skipped: {note.reason}"
+                                  + (f" (file {note.file})" if note.file else ""))
     if items is None:
         return
     n_files = _check_files(converter, src, items, found)
@@ -168,7 +197,7 @@ def _check_files(converter: Converter, src: SourceConfig, items: list[Item],
             except BuildError as exc:  # the converter's own confinement refused it
                 problems.append(str(exc))
                 continue
-            if not _inside(path, folders):
+            if not src.allow_outside_root and not _inside(path, folders):
                 problems.append(f"source '{src.name}': file {path}: lies outside the source root "
                                 f"{src.root} (named by item '{item.key}')")
             elif not path.is_file():
@@ -249,10 +278,11 @@ def main(argv: list[str]) -> int:
         description="Check a sources.yaml, its label maps, vocabulary and question pool, and "
         "every file its sources name, without decoding pixels. All problems are reported.")
     p.add_argument("--sources", required=True, type=Path, help="the sources.yaml to check")
+    add_path_flag(p)
     add_output_flags(p)
     args = p.parse_args(argv)
     silent = quiet(args)
-    found = validate(args.sources)
+    found = validate(args.sources, args.show_paths)
     for line in found.errors:
         print(f"error: {line}", file=sys.stderr)
     if not silent:

@@ -15,10 +15,19 @@ millimetres. Display code (:mod:`gmai_build.volumes`) can then be written once.
   ``GetArrayFromImage(...).transpose(2, 1, 0)``.
 
 Label volumes go through the same readers; their integer dtype is kept.
+
+Before any voxel is decoded, every reader checks the declared size against the budgets
+(``max_voxels`` for the volume, ``max_pixels`` for its largest plane), and a NIfTI file is
+checked to hold all the data its header declares: the end of a gzip stream is verified once
+(:func:`check_nifti_complete`), so a truncated ``.nii.gz`` is an error even when the planes a
+build reads lie before the damage.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +41,61 @@ VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
 
 # RAS+ <-> LPS+ for millimetre coordinates: negate x and y.
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_VOXELS = 1_000_000_000
+
+
+def check_budget(shape: tuple[int, ...], path: Path, max_pixels: int, max_voxels: int) -> None:
+    """Refuse volumes whose declared size exceeds the budgets, before decoding anything."""
+    dims = [int(n) for n in shape[:3]]
+    voxels = int(np.prod(dims, dtype=object))
+    largest = sorted(dims)[-2:]
+    plane = int(np.prod(largest, dtype=object))
+    size = "x".join(str(n) for n in shape)
+    if voxels > max_voxels:
+        raise BuildError(f"volume of {size} = {voxels:,} voxels exceeds the budget of "
+                         f"{max_voxels:,} (build.max_voxels; checked before decoding)", file=path)
+    if plane > max_pixels:
+        raise BuildError(f"volume planes of {largest[0]}x{largest[1]} = {plane:,} pixels exceed "
+                         f"the pixel budget of {max_pixels:,} (build.max_pixels; checked before "
+                         "decoding)", file=path)
+
+
+def _gzip_size(path: Path) -> int:
+    """Uncompressed size of a gzip file, reading it to its end once (raises if damaged)."""
+    total = 0
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            total += len(chunk)
+    return total
+
+
+def check_nifti_complete(path: Path, data_end: int) -> None:
+    """The file holds at least ``data_end`` bytes of (uncompressed) NIfTI: header + voxels.
+
+    Uncompressed: the file size. Gzip: the trailer's ISIZE (uncompressed size mod 2**32) is
+    compared first (one seek); on a mismatch (truncated file, trailing bytes, several gzip
+    members) the stream is decompressed to its end, which detects truncation and corruption.
+    """
+    if not path.name.lower().endswith(".gz"):
+        size = os.path.getsize(path)
+        if size < data_end:
+            raise BuildError(f"truncated NIfTI: the header declares {data_end:,} bytes of header "
+                             f"and voxels, the file has {size:,}", file=path)
+        return
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            isize = int.from_bytes(f.read(4), "little")
+        if isize == data_end % (1 << 32):
+            return
+        total = _gzip_size(path)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BuildError(f"truncated or damaged compressed volume ({type(exc).__name__}: {exc}); "
+                         "the gzip stream does not end properly", file=path) from None
+    if total < data_end:
+        raise BuildError(f"truncated NIfTI: the header declares {data_end:,} bytes of header and "
+                         f"voxels, the gzip stream holds {total:,}", file=path)
 
 
 def volume_suffix(path: str | Path) -> str | None:
@@ -127,7 +191,9 @@ class LazyOrientedArray:
         return self._full if dtype is None else self._full.astype(dtype)
 
 
-def read_nifti(path: str | Path, channel: int | None = None) -> Volume:
+def read_nifti(path: str | Path, channel: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
     """NIfTI-1/2 via nibabel -> LPS+ :class:`Volume` with a lazily read array (scl_slope applied)."""
     import nibabel as nib
     from nibabel import orientations as nio
@@ -138,6 +204,11 @@ def read_nifti(path: str | Path, channel: int | None = None) -> Volume:
     except Exception as exc:  # nibabel raises several types for broken files
         raise BuildError(f"cannot read NIfTI: {type(exc).__name__}: {exc}", file=path) from None
     shape = img.shape
+    check_budget(shape, path, max_pixels, max_voxels)
+    header = img.header
+    n_values = int(np.prod([int(n) for n in shape], dtype=object))
+    check_nifti_complete(
+        path, int(header.get_data_offset()) + n_values * header.get_data_dtype().itemsize)
     if len(shape) == 5 and shape[3] == 1:  # rare vector layout: read eagerly
         array = _pick_channel(np.asanyarray(img.dataobj), channel, path)
         img = nib.Nifti1Image(np.ascontiguousarray(array), img.affine)
@@ -157,13 +228,19 @@ def read_nifti(path: str | Path, channel: int | None = None) -> Volume:
     return Volume(array=array, spacing=spacing_of(affine), affine=affine)  # type: ignore[arg-type]
 
 
-def read_sitk(path: str | Path, channel: int | None = None) -> Volume:
+def read_sitk(path: str | Path, channel: int | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS,
+              max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
     """NRRD / MHA / MHD (anything SimpleITK reads) -> LPS+ :class:`Volume`."""
     import SimpleITK as sitk
 
     path = Path(path)
     try:
-        img = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # header only: the budget is checked before decoding
+        check_budget(tuple(reader.GetSize()), path, max_pixels, max_voxels)
+        img = reader.Execute()
     except RuntimeError as exc:
         raise BuildError(f"cannot read with SimpleITK: {str(exc).strip().splitlines()[-1]}",
                          file=path) from None
@@ -190,13 +267,15 @@ def read_sitk(path: str | Path, channel: int | None = None) -> Volume:
     return Volume(array=array, spacing=tuple(float(s) for s in img.GetSpacing()), affine=affine)  # type: ignore[arg-type]
 
 
-def read_volume(path: str | Path, channel: int | None = None) -> Volume:
+def read_volume(path: str | Path, channel: int | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS,
+                max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
     """Read any supported volume, choosing the library by file suffix."""
     suffix = volume_suffix(path)
     if suffix in NIFTI_SUFFIXES:
-        return read_nifti(path, channel)
+        return read_nifti(path, channel, max_pixels, max_voxels)
     if suffix in SITK_SUFFIXES:
-        return read_sitk(path, channel)
+        return read_sitk(path, channel, max_pixels, max_voxels)
     raise BuildError(
         f"unsupported volume file type; expected one of {', '.join(VOLUME_SUFFIXES)}", file=path
     )
@@ -246,10 +325,11 @@ def check_same_grid(
 
 
 def read_image_and_labels(
-    image_file: Path, label_file: Path, channel: int | None = None, source: str | None = None
+    image_file: Path, label_file: Path, channel: int | None = None, source: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS, max_voxels: int = DEFAULT_MAX_VOXELS,
 ) -> tuple[Volume, Volume]:
     """An image volume and its label volume, checked to share one voxel grid."""
-    volume = read_volume(image_file, channel)
-    labels = read_volume(label_file)
+    volume = read_volume(image_file, channel, max_pixels, max_voxels)
+    labels = read_volume(label_file, None, max_pixels, max_voxels)
     check_same_grid(volume, labels, image_file, label_file, source=source)
     return volume, labels

@@ -41,8 +41,9 @@ import cv2
 import numpy as np
 
 from .config import SourceConfig
-from .normalize import to_rgb, window
+from .normalize import finite_percentiles, to_byte_range, to_rgb, window
 from .samples import CLS_2D, SEG_3D, Sample, Slice2D
+from .sanity import count_nonfinite
 
 AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
 MAX_SIDE = 2048  # cap on the resampled slice size (pixels) for extreme anisotropy
@@ -101,19 +102,13 @@ def resample_mask(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 
 def volume_percentiles(array: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    """Percentiles of the non-zero voxels of the whole volume (hi > lo guaranteed)."""
-    nonzero = array[array != 0]  # native dtype: one copy of the non-zero voxels only
-    if nonzero.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(nonzero, [low, high], overwrite_input=True)
-    lo, hi = float(lo), float(hi)
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+    """Percentiles of the finite non-zero voxels of the whole volume (hi > lo guaranteed)."""
+    return finite_percentiles(array, low, high) or (0.0, 1.0)
 
 
 def clip_scale(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Map [lo, hi] linearly onto 0..255 (same arithmetic as ``normalize.percentile_clip``)."""
-    scaled = (array.astype(np.float64) - lo) / (hi - lo) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return to_byte_range((array.astype(np.float64) - lo) / (hi - lo) * 255.0)
 
 
 def intensity_mapper(
@@ -150,8 +145,9 @@ def even_indices(candidates: list[int], k: int) -> list[int]:
 def _slice_areas(label_mask: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """(values, areas[n_slices, n_values]) of the non-zero labels of an integer volume."""
     n = label_mask.shape[axis]
-    if label_mask.dtype.kind == "f":
-        label_mask = np.rint(label_mask).astype(np.int64)
+    if label_mask.dtype.kind == "f":  # NaN/inf in a float label volume are no label
+        label_mask = np.rint(np.nan_to_num(label_mask, nan=0.0, posinf=0.0, neginf=0.0))
+        label_mask = label_mask.astype(np.int64)
     elif label_mask.dtype == np.bool_:
         label_mask = label_mask.view(np.uint8)
     counts: list[dict[int, int]] = []
@@ -241,6 +237,7 @@ def slices_from_volume(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     out: list[Slice2D] = []
     for i in sorted(chosen):
         plane = np.ascontiguousarray(display_slice(array, axis_name, i))
+        nonfinite = count_nonfinite(plane)
         size = square_size(plane.shape, spacing_rc)
         grey = resample_image(to_uint8(plane), size)
         masks = {raw: resample_mask(targets[raw][1](i), size) for raw in sorted(chosen[i])}
@@ -253,6 +250,8 @@ def slices_from_volume(sample: Sample, source: SourceConfig) -> list[Slice2D]:
             "scale": [grey.shape[0] / plane.shape[0], grey.shape[1] / plane.shape[1]],
             **intensity_info,
         })
+        if nonfinite:
+            extra["nonfinite_pixels"] = nonfinite
         if chosen[i]:
             extra["target_slices"] = chosen[i]
         out.append(Slice2D(

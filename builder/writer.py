@@ -123,6 +123,9 @@ def summary_markdown(summary: dict[str, Any], name: str) -> str:
         lines += ["", f"## By {title}", "", f"| {title} | VAL | TEST | total |", "|---|---:|---:|---:|"]
         for key, c in summary[title].items():
             lines.append(f"| {key} | {c['VAL']} | {c['TEST']} | {c['VAL'] + c['TEST']} |")
+    from .report import markdown_section  # skipped samples and notes, file by file
+
+    lines += markdown_section(summary)
     return "\n".join(lines) + "\n"
 
 

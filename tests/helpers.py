@@ -87,6 +87,27 @@ def run_cli(*args: str, env: dict | None = None, block: tuple[str, ...] = (),
                           env=env, **kwargs)
 
 
+# Privacy: outputs and messages name groups, samples and files by salted tokens. Builds in the
+# tests use the per-user key (conftest points it to a temporary file); these give the tokens a
+# test expects, from the raw values it knows.
+def privacy():
+    from gmai_build.privacy import Privacy, resolve_salt
+
+    return Privacy(resolve_salt(None)[0])
+
+
+def group_token(source: str, raw: str) -> str:
+    return privacy().group(source, raw)
+
+
+def sample_token(source: str, raw: str) -> str:
+    return privacy().sample_id(source, raw)
+
+
+def file_token(source: str, relative: str) -> str:
+    return privacy().file(source, relative)
+
+
 def published(out: Path) -> dict[str, str]:
     """sha256 of every file a reader sees at the top of an output folder (links followed)."""
     return {p.name: sha256(p) for p in sorted(out.iterdir())

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 from gmai_build.writer import TEST_COLUMNS, TSV_COLUMNS
-from helpers import decode_image, read_manifest, read_tsv, realdata, run_build, sha256, write_yaml
+from helpers import (
+    decode_image,
+    read_manifest,
+    read_tsv,
+    realdata,
+    run_build,
+    sample_token,
+    sha256,
+    write_yaml,
+)
 from PIL import Image
 
 CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
@@ -70,10 +79,12 @@ def test_pneumoniamnist_real_build(tmp_path: Path) -> None:
     # Pixels: the decoded image is exactly the npz image as RGB.
     arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
     by_index = {r["index"]: r for r in manifest}
+    raw_ids = {sample_token("pneumoniamnist", f"pneumoniamnist.npz:{s}/{i}"): f"{s}/{i}"
+               for s in ("train", "val", "test") for i in range(len(arrays[f"{s}_labels"]))}
     for df in (val, test):
         for _, row in df.iterrows():
             rec = by_index[row["index"]]
-            split, i = rec["sample_id"].split(":")[1].split("/")
+            split, i = raw_ids[rec["sample_id"]].split("/")
             expected = arrays[f"{split}_images"][int(i)]
             got = decode_image(row["image"])
             assert got.shape == (28, 28, 3)
@@ -160,9 +171,9 @@ def test_folder_and_csv_sources_pixels_and_modes(tmp_path: Path) -> None:
         "build": {"name": "MIX"},
         "sources": [
             {"name": "folder", "format": "folder_per_class", "root": "folder", "modality": "X-ray",
-             "label_map": "pneumoniamnist_names.yaml", **CITE},
+             "label_map": "pneumoniamnist_names.yaml", **CITE, "identifying_paths": False},
             {"name": "table", "format": "csv_table", "root": "table", "modality": "X-ray",
-             "label_map": "pneumoniamnist_names.yaml", **CITE,
+             "label_map": "pneumoniamnist_names.yaml", **CITE, "identifying_paths": False,
              "options": {"table": "labels.csv", "image_column": "path",
                          "label_column": "diagnosis", "patient_column": "patient"}},
         ],
@@ -175,7 +186,7 @@ def test_folder_and_csv_sources_pixels_and_modes(tmp_path: Path) -> None:
     for df in (val, test):
         for _, row in df.iterrows():
             rec = manifest[row["index"]]
-            rel = rec["sample_id"].removeprefix("imgs/")
+            rel = rec["files"][0].removeprefix("imgs/")
             np.testing.assert_array_equal(decode_image(row["image"]), expected[rel], err_msg=rel)
             assert row["category"] == rel.split("/")[0]
             seen.add((rec["source"], rel))
@@ -227,12 +238,13 @@ def test_nested_class_folders_with_class_from_parent(tmp_path: Path) -> None:
         "department: Pulmonary Medicine\nlabels:\n  NORMAL: normal\n  PNEUMONIA: pneumonia\n")
     cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "K"}, "sources": [
         {"name": "kaggle", "format": "folder_per_class", "root": "data", "modality": "X-ray",
-         "label_map": "map.yaml", **CITE, "options": {"class_from": "parent"}}]})
+         "label_map": "map.yaml", **CITE, "options": {"class_from": "parent"},
+         "identifying_paths": False}]})
     assert run_build(cfg, tmp_path / "out") == 0
     manifest = read_manifest(tmp_path / "out")
     assert len(manifest) == 12
     for r in manifest:
-        assert r["category"] == ("pneumonia" if "PNEUMONIA" in r["sample_id"] else "normal")
+        assert r["category"] == ("pneumonia" if "PNEUMONIA" in r["files"][0] else "normal")
 
 
 def test_medmnist_3d_volumes(tmp_path: Path) -> None:
@@ -272,9 +284,9 @@ def test_csv_one_hot_columns_bare_ids_and_windows_paths(tmp_path: Path) -> None:
         "department: Pulmonary Medicine\nlabels:\n  NORMAL: normal\n  PNEUMONIA: pneumonia\n")
     cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "OH"}, "sources": [
         {"name": "onehot", "format": "csv_table", "root": "data", "modality": "X-ray",
-         "label_map": "map.yaml", **CITE,
+         "label_map": "map.yaml", **CITE, "identifying_paths": False,
          "options": {"table": "gt.csv", "image_column": "image",
                      "label_columns": ["NORMAL", "PNEUMONIA"], "image_suffix": ".jpg"}}]})
     assert run_build(cfg, tmp_path / "out") == 0
-    got = {r["sample_id"]: r["category"] for r in read_manifest(tmp_path / "out")}
+    got = {r["files"][0]: r["category"] for r in read_manifest(tmp_path / "out")}
     assert got == {f"imgs/v{k}.jpg": ("pneumonia" if labels[k] else "normal") for k in picks}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gmai_build.cli import main
-from helpers import leftovers, published, realdata, write_yaml
+from helpers import file_token, leftovers, published, realdata, write_yaml
 from PIL import Image
 
 CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
@@ -87,7 +87,8 @@ def test_unknown_label(good, tmp_path, capsys) -> None:
     err = _fails(good[0], good[1], capsys, "source 'xr'", "map.yaml")
     # Every unknown label of the source at once, each with an example file.
     assert "2 raw label(s) not in label map" in err
-    assert "'covid' (e.g. covid/c.png)" in err and "'tb' (e.g. tb/t.png)" in err
+    assert f"'covid' (e.g. {file_token('xr', 'covid/c.png')})" in err
+    assert f"'tb' (e.g. {file_token('xr', 'tb/t.png')})" in err
 
 
 def test_default_drop_skips_unmapped_labels(good, tmp_path, capsys) -> None:
@@ -102,7 +103,8 @@ def test_default_drop_skips_unmapped_labels(good, tmp_path, capsys) -> None:
 
 def test_unreadable_image(good, tmp_path, capsys) -> None:
     (tmp_path / "imgs" / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    _fails(good[0], good[1], capsys, "source 'xr'", "broken.png", "cannot read image")
+    _fails(good[0], good[1], capsys, "source 'xr'", file_token("xr", "normal/broken.png"),
+           "cannot read image")
 
 
 def test_label_map_targets_must_be_canonical(good, tmp_path, capsys) -> None:
@@ -129,7 +131,7 @@ def test_validate_catches_unknown_label_before_build(good, tmp_path, capsys) -> 
     (tmp_path / "imgs" / "covid").mkdir()
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "covid" / "c.png")
     assert main(["validate", "--sources", str(good[0])]) == 1
-    assert "'covid' (e.g. covid/c.png)" in capsys.readouterr().err
+    assert f"'covid' (e.g. {file_token('xr', 'covid/c.png')})" in capsys.readouterr().err
 
 
 def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypatch, capsys):

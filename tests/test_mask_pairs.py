@@ -25,6 +25,7 @@ from gmai_build.converters import get_converter
 from gmai_build.errors import BuildError
 from gmai_build.image2d import read_image
 from gmai_build.pipeline import build
+from helpers import group_token
 
 REALDATA = Path(os.environ.get("GMAI_REALDATA",
                                Path(__file__).resolve().parents[1].parent / "shared" / "realdata"))
@@ -93,7 +94,7 @@ def write_config(tmp: Path, root: Path, options: dict) -> Path:
     cfg = {"build": {"name": "T", "workers": 1},
            "sources": [{"name": "seg", "format": "mask_pairs", "root": str(root), "modality": "Microscopy",
                         "label_map": "map.yaml", "license": "MIT", "citation": "BCCD dataset",
-                        "options": options}]}
+                        "identifying_paths": False, "options": options}]}
     path = tmp / "sources.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -118,7 +119,8 @@ def test_mask_overlay_matches_source_mask(pair, tmp_path: Path) -> None:
         df = pd.read_csv(out / f"T_{split}.tsv", sep="\t")
         images.update(zip(df["index"].astype(int), df["image"]))
     assert {r["raw_label"] for r in records} == {"WBC", str(RBC_VALUE)}
-    assert all(r["original_task"] == "SEG_2D" and r["group"] == STEM for r in records)
+    assert all(r["original_task"] == "SEG_2D" and r["group"] == group_token("seg", STEM)
+               for r in records)
     pairs: dict[str, set[str]] = {}
     for r in records:
         pairs.setdefault(r["pair_id"], set()).add(r["granularity"])
@@ -184,7 +186,7 @@ def test_size_mismatch_names_both_files(pair, tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "source 'seg'" in err and str(mask) in err and str(root / "images" / f"{STEM}.jpg") in err
+    assert "source 'seg'" in err and f"masks/{STEM}_mask.png" in err and f"images/{STEM}.jpg" in err
     assert "320x240" in err and "640x480" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 

@@ -27,6 +27,7 @@ from gmai_build.pipeline import build
 from gmai_build.render import contour_thickness, decode_png
 from gmai_build.slicing import to_slices
 from gmai_build.taxonomy import LabelMap, load_vocabulary
+from helpers import sample_token
 
 REALDATA = Path(
     os.environ.get("GMAI_REALDATA", Path(__file__).resolve().parents[1].parent / "shared" / "realdata")
@@ -90,7 +91,7 @@ def test_msd_spleen_end_to_end(tmp_path: Path) -> None:
         assert r["category"] == "spleen" and r["original_task"] == "SEG_3D" and r["axis"] == "axial"
         k = r["slice_index"]
         assert k == int(np.argmax(areas))  # the recorded slice is the largest-area one
-        assert r["sample_id"] == f"imagesTr/spleen_2.nii.gz#axial{k}"
+        assert r["sample_id"] == sample_token("msd_spleen", "imagesTr/spleen_2.nii.gz") + f"#axial{k}"
         plane = hu[::-1, ::-1, k].T
         truth = (seg[::-1, ::-1, k] == 1).T
         width, level = 400.0, 40.0  # soft_tissue, as declared

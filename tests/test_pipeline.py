@@ -14,7 +14,7 @@ def _bccd_config(tmp_path: Path, cap: int) -> Path:
         "sources": [{
             "name": "bccd", "format": "voc", "root": str(realdata("voc_bccd")),
             "modality": "Microscopy", "label_map": "bccd", "license": "MIT",
-            "citation": "BCCD Dataset, Shenggan, 2017",
+            "citation": "BCCD Dataset, Shenggan, 2017", "identifying_paths": False,
         }],
     })
 
@@ -64,7 +64,7 @@ def test_max_side_downscales_image_and_boxes_together(tmp_path: Path) -> None:
         assert img.shape[:2] == (240, 320)  # 640 x 480 halved
         assert r["region"]["max_side_scale"] == [0.5, 0.5]
         # The recorded box is the XML box (0-based, half-open) halved.
-        xml = ET.parse(root / "Annotations" / (Path(r["sample_id"]).stem + ".xml"))
+        xml = ET.parse(root / "Annotations" / (Path(r["files"][0]).stem + ".xml"))
         boxes = [[(float(o.findtext(f"bndbox/{k}")) - d) * 0.5 for k, d in
                   (("xmin", 1), ("ymin", 1), ("xmax", 0), ("ymax", 0))]
                  for o in xml.findall("object") if o.findtext("name") == r["raw_label"]]

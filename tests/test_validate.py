@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from gmai_build.cli import main
-from helpers import copy_example, realdata, write_yaml
+from helpers import copy_example, file_token, realdata, write_yaml
 
 
 def _validate(sources: Path, capsys) -> tuple[int, str, str]:
@@ -36,10 +36,16 @@ def test_missing_csv_image_is_found_by_validate_and_would_fail_the_build(tmp_pat
     (tmp_path / "data" / "fundus_findings" / "images" / "hrf07_2.png").unlink()
     code, _, err = _validate(sources, capsys)
     assert code == 1
-    assert "source 'fundus-findings'" in err and "hrf07_2.png: does not exist" in err
+    # Files are named by the token the build's outputs use (identifying names never printed)
+    token = file_token("fundus-findings", "images/hrf07_2.png")
+    assert "source 'fundus-findings'" in err and f"{token}: does not exist" in err
+    assert "hrf07_2" not in err
     # The build rejects the same file (validate caught it first, without reading pixels).
     assert main(["--sources", str(sources), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
-    assert "hrf07_2.png" in capsys.readouterr().err
+    assert token in capsys.readouterr().err
+    # --show-paths names it by its path, on the terminal only
+    assert main(["validate", "--sources", str(sources), "--show-paths"]) == 1
+    assert "hrf07_2.png: does not exist" in capsys.readouterr().err
 
 
 def test_every_missing_file_is_listed(tmp_path: Path, capsys) -> None:
@@ -58,7 +64,7 @@ def test_a_table_path_leaving_the_root_is_an_error(tmp_path: Path, capsys) -> No
     table.write_text(table.read_text() + "../../x.png,microaneurysms,p9\n")
     code, _, err = _validate(sources, capsys)
     assert code == 1
-    assert "x.png: lies outside the source root" in err
+    assert "outside the source root" in err and f"resolves to {tmp_path}/" in err
 
 
 def test_seg_whose_series_is_absent(tmp_path: Path, capsys) -> None:
@@ -185,7 +191,8 @@ def test_a_file_that_is_not_an_image_is_found_from_its_header(tmp_path: Path, ca
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     code, _, err = _validate(sources, capsys)
     assert code == 1
-    assert "source 'fundus-laterality'" in err and "crop00.png: cannot read image" in err
+    token = file_token("fundus-laterality", "oculus dexter/crop00.png")
+    assert "source 'fundus-laterality'" in err and f"{token}: cannot read image" in err
 
 
 def test_configs_that_build_also_validate(capsys) -> None:
@@ -219,7 +226,7 @@ def test_voc_box_outside_its_image_is_found_from_headers(tmp_path: Path, capsys)
         "label_map": "bccd", "license": "MIT", "citation": "BCCD"}]})
     code, _, err = _validate(sources, capsys)
     assert code == 1, err
-    assert "lies outside the" in err and xml.name in err
+    assert "lies outside the" in err and file_token("bccd", f"Annotations/{xml.name}") in err
     assert main(["--sources", str(sources), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     assert "lies outside the" in capsys.readouterr().err
 
@@ -246,8 +253,9 @@ def test_mask_of_another_size_is_found_from_headers(tmp_path: Path, capsys) -> N
     write_yaml(sources, data)
     code, _, err = _validate(sources, capsys)
     assert code == 1
-    assert f"masks/{images[1].name} is " in err and "masks must be in the image's pixel grid" in err
-    assert images[0].name not in err.replace(images[1].name, "")
+    bad, good = (file_token("seg", f"masks/{images[k].name}") for k in (1, 0))
+    assert f"mask {bad} is " in err and "masks must be in the image's pixel grid" in err
+    assert good not in err
 
 
 def test_seg_on_another_grid_is_found_from_headers(tmp_path: Path, capsys) -> None:

@@ -12,10 +12,10 @@ Items must be picklable: worker processes receive them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,16 +40,54 @@ class Item:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Note:
+    """Something a converter left out (``skipped``) or changed (``note``), for the summary.
+
+    ``file`` is the path as the converter knows it; the pipeline turns it into the token the
+    outputs use before anything is written or printed.
+    """
+
+    kind: Literal["skipped", "note"]
+    reason: str
+    file: str | None = None
+    count: int = 1
+
+
 class Converter:
-    """Base class: subclasses set ``format`` and ``Options`` and implement discover/load."""
+    """Base class: subclasses set ``format`` and ``Options`` and implement discover/load.
+
+    The pipeline sets the build's policies with :meth:`configure` (defaults are the strict
+    ones): ``on_error`` (``fail`` or ``skip``), ``allow_outside_root``, the pixel budgets and
+    ``wanted(raw_label)`` (False for labels the label map drops, so their data is never read).
+    Converters report what they leave out with :meth:`note` / :meth:`bad_item`; nothing is
+    dropped silently.
+    """
 
     format: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, source_name: str, root: Path, options: BaseModel):
         self.source = source_name
-        self.root = root
+        self.root = Path(root).absolute()  # globbed paths and table entries join onto it
         self.options = options
+        self.on_error: Literal["fail", "skip"] = "fail"
+        self.allow_outside_root = False
+        self.max_pixels = 100_000_000
+        self.max_voxels = 1_000_000_000
+        self.wanted: Callable[[str], bool] = lambda raw: True
+        self.notes: list[Note] = []
+
+    def configure(self, *, on_error: Literal["fail", "skip"] = "fail",
+                  allow_outside_root: bool = False, max_pixels: int = 100_000_000,
+                  max_voxels: int = 1_000_000_000,
+                  wanted: Callable[[str], bool] | None = None) -> None:
+        self.on_error = on_error
+        self.allow_outside_root = allow_outside_root
+        self.max_pixels = max_pixels
+        self.max_voxels = max_voxels
+        if wanted is not None:
+            self.wanted = wanted
 
     def discover(self) -> Iterable[Item]:
         raise NotImplementedError
@@ -72,11 +110,46 @@ class Converter:
         return []
 
     # Helpers shared by converters -------------------------------------------------------
-    def path(self, relative: str) -> Path:
-        return self.root / relative
+    def path(self, entry: str | Path) -> Path:
+        """The file an entry names (relative to the root, or absolute), confined to the root.
+
+        Every path a converter reads goes through here: after following symlinks it must lie
+        inside the source root unless the source sets ``allow_outside_root: true``. The error
+        names the source, the entry and where it resolves to.
+        """
+        p = Path(entry)
+        full = p if p.is_absolute() else self.root / p
+        if self.allow_outside_root:
+            return full
+        resolved = full.resolve()
+        root = self.root.resolve()
+        if resolved != root and not resolved.is_relative_to(root):
+            raise self.error(
+                f"entry '{entry}' resolves to {resolved}, outside the source root (tables, "
+                "globs and symlinks may not leave it); set allow_outside_root: true on the "
+                "source to allow this", full)
+        return full
 
     def error(self, reason: str, file: str | Path | None = None) -> BuildError:
         return BuildError(reason, source=self.source, file=file)
+
+    def note(self, reason: str, file: str | Path | None = None, count: int = 1,
+             kind: Literal["skipped", "note"] = "note") -> None:
+        """Record something left out or changed, for summary.md/json (never silent)."""
+        self.notes.append(Note(kind, reason, None if file is None else str(file), count))
+
+    def bad_item(self, reason: str, file: str | Path | None = None) -> None:
+        """One item cannot be used: an error, or (``on_error: skip``) a recorded skip.
+
+        Callers ``continue`` after it returns.
+        """
+        if self.on_error != "skip":
+            raise self.error(reason, file)
+        self.note(reason, file, kind="skipped")
+
+    def take_notes(self) -> list[Note]:
+        notes, self.notes = self.notes, []
+        return notes
 
     def read_2d(self, path: Path, missing: str = "image file does not exist") -> Any:
         """A 2D image file as an array; a clear error naming the source and file otherwise."""
@@ -85,7 +158,7 @@ class Converter:
         if not path.is_file():
             raise self.error(missing, path)
         try:
-            return read_image(path)
+            return read_image(path, max_pixels=self.max_pixels)
         except ValueError as exc:
             raise self.error(str(exc), path) from None
 
@@ -101,7 +174,11 @@ class Converter:
         )
 
     def relative(self, path: Path) -> str:
-        """Path relative to the source root (provenance); absolute if it lies outside it."""
+        """Path relative to the source root (provenance); absolute if it lies outside it.
+
+        Outside paths are only accepted with ``allow_outside_root`` (:meth:`path` checks every
+        item path); the outputs then name them by token only.
+        """
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:

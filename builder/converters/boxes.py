@@ -59,6 +59,10 @@ class _BoxConverter(Converter):
         image = self._read(item.paths[0])
         width, height = _image_size(image)
         boxes, clipped = self._boxes(item, width, height)
+        if item.data.get("difficult"):  # VOC skip_difficult: declared, and counted
+            self.note(f"{item.data['difficult']} object(s) marked difficult left out "
+                      "(skip_difficult)", self.path(item.paths[-1]), item.data["difficult"],
+                      kind="skipped")
         yield self._sample(item, image, boxes, clipped)
 
     def problems_without_pixels(self, item: Item) -> list[str]:
@@ -124,7 +128,7 @@ class Voc(_BoxConverter):
 
     def discover(self) -> Iterator[Item]:
         opts: VocOptions = self.options  # type: ignore[assignment]
-        ann_dir = self.root / opts.annotations
+        ann_dir = self.path(opts.annotations)
         if not ann_dir.is_dir():
             raise self.error(f"annotation folder '{opts.annotations}' not found (options.annotations)",
                              ann_dir)
@@ -132,13 +136,19 @@ class Voc(_BoxConverter):
         if not xmls:
             raise self.error("no *.xml annotation files found", ann_dir)
         for xml_path in xmls:
-            image_rel, size, boxes = self._parse(xml_path)
+            try:
+                self.path(xml_path)
+                image_rel, size, boxes, difficult = self._parse(xml_path)
+            except BuildError as exc:
+                self.bad_item(exc.reason, exc.file)
+                continue
             xml_rel = self.relative(xml_path)
             yield Item(key=image_rel, paths=(image_rel, xml_rel), group=Path(image_rel).stem,
-                       data={"size": size, "boxes": boxes})
+                       data={"size": size, "boxes": boxes, "difficult": difficult})
 
-    def _parse(self, xml_path: Path) -> tuple[str, tuple[int, int] | None, list[RawBox]]:
-        """(image path relative to root, declared (w, h) or None, boxes in 0-based half-open)."""
+    def _parse(self, xml_path: Path) -> tuple[str, tuple[int, int] | None, list[RawBox], int]:
+        """(image path relative to root, declared (w, h) or None, boxes in 0-based half-open,
+        number of objects left out by ``skip_difficult``)."""
         opts: VocOptions = self.options  # type: ignore[assignment]
         try:
             root = ET.parse(xml_path).getroot()
@@ -157,12 +167,14 @@ class Voc(_BoxConverter):
             if w > 0 and h > 0:  # some exporters write 0x0 when they did not know: skip the check
                 size = (w, h)
         boxes: list[RawBox] = []
+        difficult = 0
         for n, obj in enumerate(root.iter("object"), start=1):
             name = (obj.findtext("name") or "").strip()
             where = f"object {n}"
             if not name:
                 raise self.error(f"{where}: missing <name>", xml_path)
             if opts.skip_difficult and (obj.findtext("difficult") or "0").strip() == "1":
+                difficult += 1
                 continue
             bb = obj.find("bndbox")
             if bb is None:
@@ -177,7 +189,7 @@ class Voc(_BoxConverter):
                 raise self.error(f"{where} ('{name}'): degenerate box xmin={xmin:g} ymin={ymin:g} "
                                  f"xmax={xmax:g} ymax={ymax:g}", xml_path)
             boxes.append((x0, y0, x1, y1, name, where))
-        return image_rel, size, boxes
+        return image_rel, size, boxes, difficult
 
     def _image_for(self, filename: str | None, xml_path: Path) -> str:
         """The image an XML describes: <filename> in the images folder, else <xml stem>.<ext>."""
@@ -224,15 +236,13 @@ class Coco(_BoxConverter):
     Options = CocoOptions
 
     def _json_path(self) -> Path:
-        p = Path(self.options.annotations)  # type: ignore[attr-defined]
-        return p if p.is_absolute() else self.root / p
+        return self.path(self.options.annotations)  # type: ignore[attr-defined]
 
     def _images_dir(self) -> Path:
         opts: CocoOptions = self.options  # type: ignore[assignment]
         if opts.images is None:
             return self._json_path().parent
-        p = Path(opts.images)
-        return p if p.is_absolute() else self.root / p
+        return self.path(opts.images)
 
     def discover(self) -> Iterator[Item]:
         opts: CocoOptions = self.options  # type: ignore[assignment]
@@ -284,7 +294,9 @@ class Coco(_BoxConverter):
                 raise self.error(f"image id {image_id!r} has no file_name", jpath)
             path = img_dir / name
             if not path.is_file():
-                raise self.error(f"image id {image_id!r}: file '{name}' does not exist in {img_dir}", jpath)
+                self.bad_item(f"image id {image_id!r}: file '{name}' does not exist in {img_dir}",
+                              jpath)
+                continue
             rel = self.relative(path)
             size = (int(im["width"]), int(im["height"])) if im.get("width") and im.get("height") else None
             yield Item(key=rel, paths=(rel, json_rel), group=path.stem,
@@ -329,8 +341,7 @@ class Yolo(_BoxConverter):
         if opts.names is not None:
             return [str(n) for n in opts.names]
         if opts.names_file is not None:
-            path = Path(opts.names_file)
-            path = path if path.is_absolute() else self.root / path
+            path = self.path(opts.names_file)
             if not path.is_file():
                 raise self.error("class names file not found (options.names_file)", path)
         else:
@@ -338,7 +349,7 @@ class Yolo(_BoxConverter):
             if not found:
                 raise self.error("class names unknown: set options.names or options.names_file "
                                  f"(looked for {', '.join(NAMES_FILES)} in the root)", self.root)
-            path = found[0]
+            path = self.path(found[0])
         return self._read_names(path)
 
     def _read_names(self, path: Path) -> list[str]:
@@ -373,7 +384,11 @@ class Yolo(_BoxConverter):
                 continue
             sub = path.relative_to(img_dir).with_suffix(".txt")
             label = lbl_dir / sub
-            boxes = self._parse(label, names) if label.is_file() else []
+            try:
+                boxes = self._parse(self.path(label), names) if label.is_file() else []
+            except BuildError as exc:
+                self.bad_item(exc.reason, exc.file)
+                continue
             if not boxes and not opts.keep_empty:
                 continue  # YOLO: no label file (or an empty one) = background image
             rel = self.relative(path)

@@ -58,15 +58,11 @@ class CsvTable(Converter):
     Options = TableOptions
 
     def _table_path(self) -> Path:
-        p = Path(self.options.table)  # type: ignore[attr-defined]
-        return p if p.is_absolute() else self.root / p
+        return self.path(self.options.table)  # type: ignore[attr-defined]
 
     def _image_root(self) -> Path:
         opts: TableOptions = self.options  # type: ignore[assignment]
-        if opts.image_root is None:
-            return self.root
-        p = Path(opts.image_root)
-        return p if p.is_absolute() else self.root / p
+        return self.root if opts.image_root is None else self.path(opts.image_root)
 
     def discover(self) -> Iterator[Item]:
         opts: TableOptions = self.options  # type: ignore[assignment]
@@ -90,16 +86,19 @@ class CsvTable(Converter):
             rec = dict(zip(df.columns, row))
             image = rec[opts.image_column].strip().replace("\\", "/")
             if not image:
-                raise self.error(f"row {row_no}: empty image path", table)
+                self.bad_item(f"row {row_no}: empty image path", table)
+                continue
             image += opts.image_suffix
             if opts.label_columns:
                 parts = [c for c in opts.label_columns if rec[c].strip().lower() in TRUE_CELLS]
                 if not parts:
-                    raise self.error(f"row {row_no}: no label column is set for {image}", table)
+                    self.bad_item(f"row {row_no}: no label column is set for {image}", table)
+                    continue
             else:
                 cell = rec[opts.label_column].strip()
                 if cell == "":
-                    raise self.error(f"row {row_no}: empty label for {image}", table)
+                    self.bad_item(f"row {row_no}: empty label for {image}", table)
+                    continue
                 parts = cell.split(opts.label_separator) if opts.label_separator else [cell]
             bucket = labels.setdefault(image, [])
             bucket.extend(p.strip() for p in parts if p.strip() and p.strip() not in bucket)
@@ -116,8 +115,7 @@ class CsvTable(Converter):
             yield Item(key=rel, paths=(rel,), labels=tuple(labels[image]), group=groups.get(image))
 
     def load(self, item: Item) -> Iterator[Sample]:
-        path = Path(item.paths[0])
-        path = path if path.is_absolute() else self.root / path
+        path = self.path(item.paths[0])
         if not path.is_file():
             raise self.error(f"image listed in {self._table_path().name} does not exist", path)
         yield self.image_level_sample(item, path)

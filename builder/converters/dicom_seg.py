@@ -17,22 +17,34 @@ used as they are, FRACTIONAL ones are thresholded at half of MaximumFractionalVa
 SEGs compare pixel values with segment numbers. Masks are built in the series' native grid and
 reoriented with the image (:meth:`gmai_build.dicom_io.DicomSeries.to_canonical`).
 
-The pixel decoding uses pydicom directly (``Dataset.pixel_array`` unpacks 1-bit frames); the
-frame-to-slice mapping is done here so that positional fallback and grid checks report errors
-that name the SEG file.
+The pixel decoding uses pydicom directly (``pydicom.pixels.pixel_array`` decodes one frame at a
+time and unpacks 1-bit frames); the frame-to-slice mapping is done here so that positional
+fallback and grid checks report errors that name the SEG file.
+
+Partial series: a frame whose source slice is not on disk (and whose position matches no slice
+on disk) is skipped and counted; frames of segments the label map drops are never decoded; a
+segment left with no usable frame is an error naming it (a skip under ``on_error: skip``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 
 from ..dicom_io import SEG_SOP_CLASSES, DicomError, DicomSeries, read_header
 from .base import Item, register
-from .dicom_series import ImageIndex, SeriesAnnotationConverter
+from .dicom_series import (
+    ImageIndex,
+    SeriesAnnotationConverter,
+    ignore_note,
+    keep_all,
+    raise_dicom_error,
+)
 
 
 class DicomSegOptions(BaseModel):
@@ -97,8 +109,18 @@ def segment_labels(ds: Dataset) -> dict[int, str]:
     return out
 
 
-def seg_masks(seg: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
-    """Boolean masks (canonical LPS+ grid of ``series``) per raw segment label of one SEG."""
+def seg_masks(
+    seg: Dataset, series: DicomSeries, path: Path,
+    wanted: Callable[[str], bool] = keep_all,
+    note: Callable[..., None] = ignore_note,
+    no_usable_slice: Callable[[str, Path], None] = raise_dicom_error,
+) -> dict[str, np.ndarray]:
+    """Boolean masks (canonical LPS+ grid of ``series``) per raw segment label of one SEG.
+
+    ``wanted(label)`` is False for segments the label map drops: their frames are not decoded.
+    Frames on slices not on disk are counted through ``note``; a segment with frames but no
+    usable one goes to ``no_usable_slice`` (an error by default).
+    """
     if (int(seg.Rows), int(seg.Columns)) != series.native_shape[1::-1]:
         raise DicomError(f"SEG frames are {seg.Rows}x{seg.Columns} but the image series is "
                          f"{series.native_shape[1]}x{series.native_shape[0]}; resampled SEGs are "
@@ -106,20 +128,23 @@ def seg_masks(seg: Dataset, series: DicomSeries, path: Path) -> dict[str, np.nda
     labels = segment_labels(seg)
     if not labels:
         raise DicomError("SEG has no SegmentSequence", path)
-    try:
-        pixels = seg.pixel_array
-    except Exception as exc:
-        raise DicomError(f"cannot decode SEG pixel data: {type(exc).__name__}: {exc}", path) from None
     n_frames = int(seg.get("NumberOfFrames", 1) or 1)
-    if pixels.ndim == 2:
-        pixels = pixels[None]
+
+    def frame_pixels(f: int) -> np.ndarray:
+        try:
+            return pixel_array(seg, index=f) if n_frames > 1 else seg.pixel_array
+        except Exception as exc:
+            raise DicomError(f"cannot decode SEG pixel data (frame {f + 1}): "
+                             f"{type(exc).__name__}: {exc}", path) from None
+
     seg_type = str(seg.get("SegmentationType", "BINARY")).upper()
     threshold = 0.5
     if seg_type == "FRACTIONAL":
         threshold = 0.5 * float(seg.get("MaximumFractionalValue", 255) or 255)
     per_frame = seg.get("PerFrameFunctionalGroupsSequence") or [None] * n_frames
-    if len(per_frame) != pixels.shape[0]:
-        raise DicomError(f"{pixels.shape[0]} frames but {len(per_frame)} per-frame groups", path)
+    if len(per_frame) != n_frames:
+        raise DicomError(f"{n_frames} frames but {len(per_frame)} per-frame groups", path)
+    keep = {num for num, raw in labels.items() if wanted(raw)}
     iop = _macro(seg, None, "PlaneOrientationSequence", "ImageOrientationPatient")
     if iop is not None and not np.allclose([float(v) for v in iop], series.orientation, atol=1e-3):
         raise DicomError(f"SEG orientation {list(iop)} differs from the image's "
@@ -130,11 +155,24 @@ def seg_masks(seg: Dataset, series: DicomSeries, path: Path) -> dict[str, np.nda
                          f"{list(series.pixel_spacing)}", path)
 
     native: dict[int, np.ndarray] = {}
+    frames_of: dict[int, int] = {}  # segment number -> frames that name it
+    off_disk: dict[int, int] = {}  # segment number (0: LABELMAP, all) -> frames not on disk
     for f, fg in enumerate(per_frame):
         if fg is None:
             raise DicomError("SEG without PerFrameFunctionalGroupsSequence", path)
         number = _macro(seg, fg, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
-        frame = pixels[f]
+        if seg_type != "LABELMAP":
+            if number is None:
+                raise DicomError(f"frame {f + 1}: no SegmentIdentificationSequence", path)
+            number = int(number)
+            if number not in labels:
+                raise DicomError(f"frame {f + 1}: segment number {number} is not in "
+                                 "SegmentSequence", path)
+            if number not in keep:
+                continue  # dropped by the label map: never decoded
+            frames_of[number] = frames_of.get(number, 0) + 1
+        elif not keep:
+            break
         k = None
         for uid, frame_no in _frame_sources(fg):
             k = series.native_index(uid, frame_no)
@@ -148,23 +186,30 @@ def seg_masks(seg: Dataset, series: DicomSeries, path: Path) -> dict[str, np.nda
                                  f"({ijk[0]:.2f}, {ijk[1]:.2f}) pixels from the image grid", path)
             if k is None:
                 k = series.native_index_at([float(v) for v in ipp])
-        if k is None:
-            raise DicomError(f"frame {f + 1}: references no slice of image series "
-                             f"{series.series_uid} and lies on none of its planes", path)
+        if k is None:  # its slice is not on disk (partial series)
+            key = 0 if seg_type == "LABELMAP" else number
+            off_disk[key] = off_disk.get(key, 0) + 1
+            continue
+        frame = frame_pixels(f)
         if seg_type == "LABELMAP":
-            for num in labels:
+            for num in sorted(keep):
                 hit = frame == num
                 if hit.any():
                     native.setdefault(num, np.zeros(series.native_shape, bool))[:, :, k] |= hit.T
             continue
-        if number is None:
-            raise DicomError(f"frame {f + 1}: no SegmentIdentificationSequence", path)
-        number = int(number)
-        if number not in labels:
-            raise DicomError(f"frame {f + 1}: segment number {number} is not in SegmentSequence", path)
         hit = frame >= threshold if seg_type == "FRACTIONAL" else frame > 0
         native.setdefault(number, np.zeros(series.native_shape, bool))[:, :, k] |= hit.T
 
+    for number, n_off in sorted(off_disk.items()):
+        what = "LABELMAP" if number == 0 else f"segment '{labels[number]}'"
+        total = n_frames if number == 0 else frames_of[number]
+        note(f"{what}: {n_off} of {total} frame(s) lie on slices that are not on disk: skipped",
+             path, n_off)
+    for number in sorted(frames_of):
+        if number not in native and off_disk.get(number):
+            no_usable_slice(f"segment '{labels[number]}' has no frame on a slice that is on disk "
+                            f"({off_disk[number]} of {frames_of[number]} frame(s) reference "
+                            f"slices not on disk; {len(series.sop_uids)} slice(s) present)", path)
     masks: dict[str, np.ndarray] = {}
     for number in sorted(native):
         raw = labels[number]
@@ -189,7 +234,7 @@ class DicomSeg(SeriesAnnotationConverter):
         return referenced_series(ds, index)
 
     def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
-        return seg_masks(ds, series, path)
+        return seg_masks(ds, series, path, self.wanted, self.note, self.bad_item)
 
     def header_labels(self, ds: Dataset) -> tuple[str, ...]:
         return tuple(dict.fromkeys(segment_labels(ds).values()))

@@ -8,7 +8,7 @@ a label column and optionally a patient column. Several rows for one series merg
 The volume is read by :func:`gmai_build.dicom_io.read_series` (canonical LPS+, rescaled CT HU) and
 the volume slicer shows a representative slice (see ``slicing`` in sources.yaml). The group (the
 VAL/TEST split unit) is the table's patient column, else the DICOM PatientID, else the
-StudyInstanceUID.
+StudyInstanceUID; like every identifier it is published only as a salted token.
 
 This module also holds what the DICOM SEG and RTSTRUCT converters share: glob resolution under
 the root, an index of the image series found there, and their common base class.
@@ -16,7 +16,7 @@ the root, an index of the image series found there, and their common base class.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -50,13 +50,24 @@ class ImageIndex:
     series: dict[str, list[Path]] = field(default_factory=dict)
     sop_to_series: dict[str, str] = field(default_factory=dict)
     frame_of_reference: dict[str, set[str]] = field(default_factory=dict)  # FoR UID -> series
+    broken: dict[str, tuple[Path, str]] = field(default_factory=dict)  # series -> (file, why)
 
     @classmethod
-    def build(cls, root: Path, pattern: str) -> ImageIndex:
-        """Scan every folder/file matched by ``pattern`` (folders recursively) for image objects."""
+    def build(cls, root: Path, pattern: str, check: Callable[[Path], object] | None = None,
+              skip_broken: bool = False) -> ImageIndex:
+        """Scan every folder/file matched by ``pattern`` (folders recursively) for image objects.
+
+        ``check`` confines every path before it is read. A DICOM file that cannot be read is an
+        error; with ``skip_broken`` (``on_error: skip``) every series with files in the broken
+        file's folder is left out instead (listed in ``broken``): it may have been one of their
+        slices, and a series with a silently missing slice must not be published.
+        """
         index = cls()
+        bad: list[tuple[Path, DicomError]] = []
         for match in glob_under(root, pattern):
-            for path, ds in scan(match):
+            for path, ds in scan(match, check=check,
+                                 on_broken=(lambda p, e: bad.append((p, e))) if skip_broken
+                                 else None):
                 if not is_image(ds):
                     continue
                 uid = str(ds.get("SeriesInstanceUID", ""))
@@ -65,7 +76,26 @@ class ImageIndex:
                     files.append(path)
                 index.sop_to_series[str(ds.get("SOPInstanceUID", ""))] = uid
                 index.frame_of_reference.setdefault(str(ds.get("FrameOfReferenceUID", "")), set()).add(uid)
+        for path, exc in bad:
+            for uid, files in list(index.series.items()):
+                if any(f.parent == path.parent for f in files):
+                    index.broken[uid] = (path, exc.reason)
+                    del index.series[uid]
         return index
+
+
+# Defaults of the SEG/RTSTRUCT mask builders when called without a converter (tests, scripts):
+# every target wanted, nothing recorded, a target without usable slice is an error.
+def keep_all(raw: str) -> bool:
+    return True
+
+
+def ignore_note(reason: str, file: Path | None = None, count: int = 1) -> None:
+    return None
+
+
+def raise_dicom_error(reason: str, file: Path | None = None) -> None:
+    raise DicomError(reason, file)
 
 
 def series_group(series: DicomSeries) -> str:
@@ -95,11 +125,14 @@ class DicomSeriesTable(Converter):
     Options = DicomSeriesTableOptions
 
     def _resolve(self, value: str | None) -> Path:
-        if value is None:
-            return self.root
-        p = Path(value)
-        return p if p.is_absolute() else self.root / p
+        return self.root if value is None else self.path(value)
 
+    def _index(self, folder: Path) -> ImageIndex:
+        index = ImageIndex.build(folder, ".", check=self.path, skip_broken=self.on_error == "skip")
+        for path, reason in index.broken.values():
+            self.note(f"series left out: a file in its folder cannot be used ({reason})",
+                      path, kind="skipped")
+        return index
 
     def discover(self) -> Iterator[Item]:
         opts: DicomSeriesTableOptions = self.options  # type: ignore[assignment]
@@ -123,9 +156,11 @@ class DicomSeriesTable(Converter):
             ref = rec[opts.series_column].strip()
             cell = rec[opts.label_column].strip()
             if not ref:
-                raise self.error(f"row {row_no}: empty series reference", table)
+                self.bad_item(f"row {row_no}: empty series reference", table)
+                continue
             if not cell:
-                raise self.error(f"row {row_no}: empty label for series {ref}", table)
+                self.bad_item(f"row {row_no}: empty label for series {ref}", table)
+                continue
             parts = cell.split(opts.label_separator) if opts.label_separator else [cell]
             bucket = labels.setdefault(ref, [])
             bucket.extend(p.strip() for p in parts if p.strip() and p.strip() not in bucket)
@@ -137,20 +172,28 @@ class DicomSeriesTable(Converter):
             folder = image_root / ref
             try:
                 if folder.is_dir():
-                    found = ImageIndex.build(folder, ".").series
+                    self.path(folder)
+                    sub = self._index(folder)
+                    found = sub.series
+                    if not found and sub.broken:
+                        continue  # recorded by _index
                     if len(found) != 1:
-                        raise self.error(
-                            f"series folder '{ref}' holds {len(found)} image series (expected 1); "
+                        self.bad_item(
+                            f"series folder holds {len(found)} image series (expected 1); "
                             "name series by SeriesInstanceUID instead", folder)
+                        continue
                     files = next(iter(found.values()))
                 else:
                     if index is None:
-                        index = ImageIndex.build(image_root, ".")
+                        index = self._index(image_root)
+                    if ref in index.broken:
+                        continue  # recorded by _index
                     if ref not in index.series:
-                        raise self.error(
-                            f"'{ref}' in column '{opts.series_column}' is neither a folder under "
+                        self.bad_item(
+                            f"a value in column '{opts.series_column}' is neither a folder under "
                             f"{image_root} nor the SeriesInstanceUID of an image series there "
-                            f"({len(index.series)} series found)", table)
+                            f"({len(index.series)} series found): {ref}", table)
+                        continue
                     files = index.series[ref]
             except DicomError as exc:
                 raise self.error(exc.reason, exc.file) from None
@@ -159,7 +202,8 @@ class DicomSeriesTable(Converter):
 
     def load(self, item: Item) -> Iterator[Sample]:
         try:
-            series = read_series([self.path(p) for p in item.paths])
+            series = read_series([self.path(p) for p in item.paths], self.max_pixels,
+                                 self.max_voxels)
         except DicomError as exc:
             raise self.error(exc.reason, exc.file or self.path(item.paths[0])) from None
         yield Sample(
@@ -178,7 +222,7 @@ class DicomSeriesTable(Converter):
 def load_series_or_fail(conv: Converter, paths: list[Path], referrer: Path) -> DicomSeries:
     """Read a referenced image series; DICOM problems become BuildErrors naming the source."""
     try:
-        return read_series(paths)
+        return read_series(paths, conv.max_pixels, conv.max_voxels)
     except DicomError as exc:
         raise BuildError(f"image series referenced by {referrer.name}: {exc.reason}",
                          source=conv.source, file=exc.file or referrer) from None
@@ -202,6 +246,12 @@ class SeriesAnnotationConverter(Converter):
         raise NotImplementedError
 
     def masks(self, ds: Dataset, series: DicomSeries, path: Path) -> dict[str, np.ndarray]:
+        """Boolean masks per raw label (canonical grid) of the targets ``self.wanted`` keeps.
+
+        Partial series are normal (clinical exports): contours/frames on slices that are not on
+        disk are skipped and counted (:meth:`note`); a target with no usable slice at all is
+        :meth:`bad_item` (an error, or a skip under ``on_error: skip``).
+        """
         raise NotImplementedError
 
     def header_labels(self, ds: Dataset) -> tuple[str, ...]:
@@ -218,12 +268,19 @@ class SeriesAnnotationConverter(Converter):
     def discover(self) -> Iterator[Item]:
         images = self.options.images  # type: ignore[attr-defined]
         pattern = getattr(self.options, self.objects_option)
+        skip = self.on_error == "skip"
+        broken: list[tuple[Path, DicomError]] = []
         try:
-            index = ImageIndex.build(self.root, images)
-            objects = [(p, ds) for m in glob_under(self.root, pattern) for p, ds in scan(m)
+            index = ImageIndex.build(self.root, images, check=self.path, skip_broken=skip)
+            objects = [(p, ds) for m in glob_under(self.root, pattern)
+                       for p, ds in scan(m, check=self.path,
+                                         on_broken=(lambda p, e: broken.append((p, e))) if skip
+                                         else None)
                        if self.is_annotation(ds)]
         except DicomError as exc:
             raise self.error(exc.reason, exc.file) from None
+        for path, exc in broken:
+            self.note(exc.reason, path, kind="skipped")
         if not objects:
             raise self.error(f"no {self.kind} object matches options.{self.objects_option} "
                              f"'{pattern}'", self.root)
@@ -233,14 +290,19 @@ class SeriesAnnotationConverter(Converter):
                 continue
             seen.add(path)
             uid, how = self.referenced_series(ds, index)
+            if uid is not None and uid in index.broken:
+                self.note(f"{self.kind} left out: a file beside its image series cannot be "
+                          f"used ({index.broken[uid][1]})", path, kind="skipped")
+                continue
             if uid is None or uid not in index.series:
                 # UIDs are not printed: they can identify a patient (the user can read them
                 # from the headers); the message says how the reference was looked for.
                 looked = f"the series named by its {how}" if uid else how
-                raise self.error(
+                self.bad_item(
                     f"{self.kind} has no matching image series under options.images '{images}' "
-                    f"(looked for {looked}; {len(index.series)} image series found there)",
-                    path)
+                    f"(looked for {looked}; {len(index.series)} image series found there); "
+                    "none of its targets has a slice on disk", path)
+                continue
             files = sorted(index.series[uid])
             group = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "") or None
             yield Item(key=self.relative(path),

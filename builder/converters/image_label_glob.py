@@ -115,18 +115,22 @@ class ImageLabelGlob(Converter):
                 raise self.error(f"label_pattern gives the image itself ({rel})", self.root / rel)
             if not (self.root / label).is_file():
                 if opts.missing_label == "skip":
+                    self.note("no label volume for this image (missing_label: skip)",
+                              self.root / rel, kind="skipped")
                     continue
-                raise self.error(
+                self.bad_item(
                     f"label volume for image {rel} not found (label_pattern "
                     f"'{opts.label_pattern}'); set missing_label: skip to ignore such images",
                     self.root / label,
                 )
+                continue
             yield Item(key=rel, paths=(rel, label), group=group)
 
     def load(self, item: Item) -> Iterator[Sample]:
         opts: ImageLabelGlobOptions = self.options  # type: ignore[assignment]
         image_path, label_path = self.path(item.paths[0]), self.path(item.paths[1])
-        volume, labels = read_image_and_labels(image_path, label_path, opts.channel, self.source)
+        volume, labels = read_image_and_labels(image_path, label_path, opts.channel, self.source,
+                                               self.max_pixels, self.max_voxels)
         if opts.intensity == "auto":
             arr = np.asanyarray(volume.array)
             is_ct = arr.size > 0 and float(arr.min()) <= AUTO_CT_THRESHOLD

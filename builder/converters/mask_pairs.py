@@ -88,20 +88,19 @@ class MaskPairs(Converter):
             mask = self._mask_for(image)
             if not mask.is_file():
                 if opts.missing_mask == "skip":
+                    self.note("no mask for this image (missing_mask: skip)", image, kind="skipped")
                     continue
-                raise self.error(f"no mask for this image: expected {mask} (options.masks "
-                                 f"'{opts.masks}'; set missing_mask: skip to ignore)", image)
+                self.bad_item(f"no mask for this image: expected {mask} (options.masks "
+                              f"'{opts.masks}'; set missing_mask: skip to ignore)", image)
+                continue
             rel = self.relative(image)
             yield Item(key=rel, paths=(rel, self.relative(mask)), group=image.stem)
 
     def load(self, item: Item) -> Iterator[Sample]:
         image_path, mask_path = self.path(item.paths[0]), self.path(item.paths[1])
+        image = self.read_2d(image_path)
         try:
-            image = read_image(image_path)
-        except ValueError as exc:
-            raise self.error(str(exc), image_path) from None
-        try:
-            mask = read_image(mask_path)
+            mask = read_image(mask_path, max_pixels=self.max_pixels)
         except ValueError as exc:
             raise self.error(f"mask: {exc}", mask_path) from None
         if mask.shape[:2] != image.shape[:2]:

@@ -10,6 +10,7 @@ indices of the positive columns. MedMNIST has no patient ids: each image is its 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,20 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Array shapes from the .npy headers inside an .npz, without decompressing the arrays."""
+    shapes = {}
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            with z.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, _ = read(f)
+            shapes[name.removesuffix(".npy")] = tuple(int(n) for n in shape)
+    return shapes
+
+
 @register
 class MedMnist(Converter):
     format = "medmnist"
@@ -46,7 +61,7 @@ class MedMnist(Converter):
     def _file(self) -> Path:
         opts: MedMnistOptions = self.options  # type: ignore[assignment]
         if opts.file:
-            return self.root / opts.file
+            return self.path(opts.file)
         if self.root.is_file():
             return self.root
         found = sorted(self.root.glob("*.npz"))
@@ -60,8 +75,15 @@ class MedMnist(Converter):
     def _arrays(self) -> dict[str, np.ndarray]:
         path = self._file()
         try:
+            for name, shape in npz_shapes(path).items():  # the budget, before decompressing
+                if name.endswith("_images") and len(shape) >= 3:
+                    dims = shape[1:3] if len(shape) == 3 or shape[-1] in (3, 4) else shape[2:4]
+                    if int(np.prod(dims, dtype=object)) > self.max_pixels:
+                        raise self.error(f"'{name}' images of {dims[1]}x{dims[0]} pixels exceed "
+                                         f"the pixel budget of {self.max_pixels:,} "
+                                         "(build.max_pixels)", path)
             return _load_npz(str(path))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise self.error(f"cannot read MedMNIST npz: {exc}", path) from None
 
     def discover(self) -> Iterator[Item]:

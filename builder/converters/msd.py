@@ -84,7 +84,7 @@ class Msd(Converter):
 
     def _dataset(self) -> dict[str, Any]:
         opts: MsdOptions = self.options  # type: ignore[assignment]
-        path = self.root / opts.dataset_json
+        path = self.path(opts.dataset_json)
         if not path.is_file():
             raise self.error(
                 f"no {opts.dataset_json} found: an MSD / nnU-Net dataset folder has dataset.json "
@@ -130,7 +130,8 @@ class Msd(Converter):
         if isinstance(training, list) and training:
             for n, entry in enumerate(training):
                 if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-                    raise self.error(f"dataset.json training[{n}] needs 'image' and 'label'", json_path)
+                    self.bad_item(f"dataset.json training[{n}] needs 'image' and 'label'", json_path)
+                    continue
                 label = str(entry["label"])
                 label = label[2:] if label.startswith("./") else label
                 suffix = volume_suffix(label) or ".nii.gz"
@@ -147,8 +148,9 @@ class Msd(Converter):
                 pairs.append((image, self.relative(label_path)))
         for image, label in sorted(pairs):
             if volume_suffix(image) is None:
-                raise self.error(f"not a volume file (expected {', '.join(VOLUME_SUFFIXES)})",
-                                 self.root / image)
+                self.bad_item(f"not a volume file (expected {', '.join(VOLUME_SUFFIXES)})",
+                              self.root / image)
+                continue
             case = strip_volume_suffix(Path(label).name)
             yield Item(key=image, paths=(image, label), group=case, data={"case": case})
 
@@ -167,7 +169,8 @@ class Msd(Converter):
             raise self.error("image file listed in dataset.json does not exist", image_path)
         if not label_path.is_file():
             raise self.error(f"label file for image {image_rel} does not exist", label_path)
-        volume, labels = read_image_and_labels(image_path, label_path, opts.channel, self.source)
+        volume, labels = read_image_and_labels(image_path, label_path, opts.channel, self.source,
+                                               self.max_pixels, self.max_voxels)
         target_masks = None
         if regions:  # overlapping regions (nnU-Net v2 region-based training): one mask each
             lm = np.asanyarray(labels.array)
