@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .config import SourceConfig
+from .dedup import image_phash
 from .render import draw_box, draw_contour, draw_mask, encode_png
 from .samples import (
     BOX_LEVEL,
@@ -35,6 +36,14 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:20]
 
 
+def box_coverage(a: Box, b: Box) -> float:
+    """Intersection over the smaller box: 1 when one box lies inside the other."""
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    smaller = min(a.area, b.area)
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
 def box_iou(a: Box, b: Box) -> float:
     ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
     iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
@@ -53,6 +62,7 @@ class CaseMaker:
         # False when the per-label cap can no longer select it. Such cases are still returned
         # (their labels feed the distractor pools) but with ``png=b""`` and ``rendered=False``.
         self.keep: Callable[[str, str, str, str], bool] = lambda *_: True
+        self._hashed: tuple[Slice2D | None, str] = (None, "")
 
     def _std(self, raw: str, s: Slice2D) -> StandardLabel | None:
         return self.label_map.lookup(raw, file=s.files[0] if s.files else None)
@@ -60,16 +70,17 @@ class CaseMaker:
     def _case(
         self, s: Slice2D, std: StandardLabel, raw: str, granularity: str,
         render: Callable[[], bytes], region: dict, pair_key: str, original_task: str,
-        exclude: tuple[str, ...] = (),
+        exclude: tuple[str, ...] = (), skipped: str = "",
     ) -> Case:
         # A target's identity is where it is (source, sample, raw label, region), not the answer:
         # when a label map or vocabulary change renames the answer, the question keeps its id
         # and index and is regenerated (rebuild.py).
         pair_id = stable_id(s.source, s.sample_id, raw, pair_key)
         case_id = stable_id(pair_id, granularity)
-        if "max_side_scale" in s.extra:  # region coordinates are in the downscaled image
-            region = {**region, "max_side_scale": s.extra["max_side_scale"]}
-        keep = self.keep(pair_id, case_id, std.label, granularity)
+        for key in ("max_side_scale", "min_side_scale"):  # region coordinates are rescaled
+            if key in s.extra:
+                region = {**region, key: s.extra[key]}
+        keep = not skipped and self.keep(pair_id, case_id, std.label, granularity)
         return Case(
             case_id=case_id,
             pair_id=pair_id,
@@ -90,7 +101,32 @@ class CaseMaker:
             axis=s.axis,
             slice_index=s.slice_index,
             exclude=exclude,
+            phash=self._phash(s) if keep else "",
+            skipped=skipped,
         )
+
+    def _phash(self, s: Slice2D) -> str:
+        """The slice's hash without overlay, computed once per slice (all its cases share it)."""
+        if self._hashed[0] is not s:
+            self._hashed = (s, image_phash(s.rgb))
+        return self._hashed[1]
+
+    def too_small(self, s: Slice2D, width: float, height: float, area: float) -> str:
+        """The reason a marked area is not fit to ask about, or "" when it is.
+
+        Sizes count pixels of the image before any upscaling (a 1-pixel sliver stays one
+        pixel of information however large it is drawn). Thickness is the smaller side of the
+        bounding box and, for a mask, its mean width (area / longer side), so a 1-pixel
+        diagonal line is as thin as a 1-pixel row.
+        """
+        sy, sx = s.extra.get("min_side_scale", (1.0, 1.0))
+        width, height, area = width / sx, height / sy, area / (sx * sy)
+        lim = self.source.targets
+        if min(width, height, area / max(width, height, 1)) < lim.min_extent:
+            return f"marked area thinner than {lim.min_extent} px"
+        if area < lim.min_area:
+            return f"marked area below {lim.min_area} px"
+        return ""
 
     def cases(self, s: Slice2D) -> Iterator[Case]:
         yield from self._image_level(s)
@@ -143,6 +179,8 @@ class CaseMaker:
                 "mask_area": int(mask.sum()),
                 "mask_bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
             }
+            x0, y0, x1, y1 = region["mask_bbox"]
+            small = self.too_small(s, x1 - x0, y1 - y0, region["mask_area"])
             if s.extra.get("target_slices"):
                 region["slice_policy"] = s.extra["target_slices"].get(raw)
             others = tuple(x for x in all_labels if x != label and _overlaps(mask, merged[x][2]))
@@ -151,7 +189,7 @@ class CaseMaker:
                     yield self._case(
                         s, std, raw, granularity,
                         lambda draw=draw, mask=mask: encode_png(draw(s.rgb, mask)),
-                        region, "segment", s.original_task, others,
+                        region, "segment", s.original_task, others, skipped=small,
                     )
             if self.source.boxes_from_masks is not None:
                 yield from self._component_boxes(s, std, raw, mask, others)
@@ -171,27 +209,28 @@ class CaseMaker:
                 s, std, raw, BOX_LEVEL, lambda box=box: encode_png(draw_box(s.rgb, *box_xyxy(box))),
                 region,
                 f"component:{x},{y},{w},{h}", s.original_task, others,
+                skipped=self.too_small(s, w, h, w * h),
             )
 
     def _boxes(self, s: Slice2D) -> Iterator[Case]:
         h, w = s.rgb.shape[:2]
         boxes = [b.clipped(w, h) for b in s.boxes]
         stds = [self._std(b.raw_label, s) for b in boxes]
+        limit = self.source.targets.box_overlap
         for i, (box, std) in enumerate(zip(boxes, stds)):
             if std is None or box.area <= 0:
                 continue
-            ambiguous = any(
-                j != i and o is not None and o.label != std.label
-                and box_iou(box, boxes[j]) > AMBIGUOUS_BOX_IOU
-                for j, o in enumerate(stds)
-            )
-            if ambiguous:
-                continue
+            others = [(boxes[j], o.label) for j, o in enumerate(stds)
+                      if j != i and o is not None and o.label != std.label]
+            ambiguous = any(box_iou(box, b) > AMBIGUOUS_BOX_IOU for b, _ in others)
+            covering = tuple(sorted({label for b, label in others if box_coverage(box, b) > limit}))
             region = {"box": [round(v, 2) for v in box_xyxy(box)]}
+            small = self.too_small(s, box.x1 - box.x0, box.y1 - box.y0, box.area)
             yield self._case(
                 s, std, box.raw_label, BOX_LEVEL,
                 lambda box=box: encode_png(draw_box(s.rgb, *box_xyxy(box))),
-                region, f"box:{i}:{box_xyxy(box)}", DET_2D,
+                region, f"box:{i}:{box_xyxy(box)}", DET_2D, covering,
+                skipped="box overlaps another label's box (IoU > 0.5)" if ambiguous else small,
             )
 
 

@@ -5,6 +5,7 @@
     gmai-build formats [NAME]
     gmai-build subset --from build/ --out subset/ [--task T] [--department D] [--modality M] ...
     gmai-build preview build/ --out gallery.html
+    gmai-build audit BUILD [--answers KEY]
 
 Adding a subcommand is one line in :data:`SUBCOMMANDS`: its name, the ``module:function`` that
 runs it (imported only when that subcommand runs) and a one-line help. The function takes the
@@ -40,6 +41,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "subset": ("subset:main", "keep the questions on chosen tree branches (task, department, "
                               "modality, granularity, source, label) as a build of their own"),
     "preview": ("preview:main", "write a self-contained HTML gallery of a build"),
+    "audit": ("audit:main", "prove a built benchmark cannot be solved without its images"),
 }
 
 

@@ -85,6 +85,24 @@ class SlicingConfig(Strict):
     min_area: int = Field(default=16, ge=1, description="min label pixels on a slice")
     per_label: int = Field(default=1, ge=1, description="slices per label per volume")
     strategy: Literal["largest", "even"] = "largest"
+    min_gap_mm: float = Field(default=10.0, ge=0, description="min distance between the "
+                              "per_label slices of one label (mm along the slicing axis)")
+    min_gap_slices: int = Field(default=2, ge=1, description="...and in slices")
+
+
+class TargetLimits(Strict):
+    """Which marked areas are fit to ask about, in pixels of the image before upscaling.
+
+    A mask or box below ``min_area`` pixels or thinner than ``min_extent`` pixels in either
+    direction is not asked about (a 1-pixel sliver of a segment is no question); such cases
+    are counted in the summary. A Box question never offers a label whose own annotated box
+    covers more than ``box_overlap`` of the smaller of the two boxes (it may be inside the
+    marked area too, as image-level questions never offer another true label).
+    """
+
+    min_area: int = Field(default=64, ge=1)
+    min_extent: int = Field(default=4, ge=1)
+    box_overlap: float = Field(default=0.25, ge=0, le=1)
 
 
 class BoxesFromMasks(Strict):
@@ -120,6 +138,14 @@ class SourceConfig(Strict):
     identifying_paths: bool = Field(
         default=True, description="file paths may identify patients: record them as tokens")
     max_pixels: int | None = Field(default=None, ge=1, description="override build.max_pixels")
+    min_side: int = Field(
+        default=224, ge=1, description="upscale images whose shorter side is below this "
+        "(before overlays are drawn, so lines stay crisp)"
+    )
+    targets: TargetLimits = Field(default_factory=TargetLimits)
+    allow_no_questions: bool = Field(
+        default=False, description="a source that yields no question is an error unless set"
+    )
 
     @field_validator("patient_key")
     @classmethod
@@ -147,6 +173,10 @@ class BuildSettings(Strict):
     options: OptionCount = Field(default_factory=OptionCount)
     workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
     question_pool: Path | None = None
+    near_duplicate_distance: int = Field(
+        default=32, ge=0, le=128, description="max Hamming distance (of 256 bits) between the "
+        "perceptual hashes of two images that count as near duplicates across VAL/TEST"
+    )
     vocabulary: list[Path] = Field(default_factory=list, description="extra vocabulary files")
     circular: bool = Field(
         default=False, description="also write CircularEval copies (options rotated) of each split"

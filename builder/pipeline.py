@@ -30,11 +30,19 @@ from .config import BuildSettings, Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .converters.base import Note
 from .coverage import coverage_lines, write_coverage
+from .dedup import near_duplicate_pairs
 from .errors import BuildError, ConfigError
 from .lifecycle import failpoint, worker_pool
 from .outdir import OutputFolder
 from .privacy import Privacy, redact_error, relative_to_root, resolve_salt
-from .questions import DistractorPools, Question, QuestionPool, make_question, reuse_question
+from .questions import (
+    AnswerBalance,
+    DistractorPools,
+    Question,
+    QuestionPool,
+    make_question,
+    reuse_question,
+)
 from .rebuild import Reuse, pair_staleness, previous_questions, summarize
 from .report import SKIPPED, Entry, summary_section
 from .samples import (
@@ -49,18 +57,21 @@ from .samples import (
 )
 from .sanity import asked_boxes, check_nonfinite, is_constant, unasked_targets, why_no_case
 from .slicing import to_slices
-from .split import VAL, group_key, split_of
+from .split import VAL, assign_splits, group_key
 from .taxonomy import LabelMap, Vocabulary, load_vocabulary
 from .templates import answer_leaks
 from .writer import (
+    ANSWER_KEY_COLUMNS,
     BUILD_INFO,
     MANIFEST,
     TEST_COLUMNS,
     TSV_COLUMNS,
     ImageSpool,
+    answer_key_row,
     b64,
     summary_markdown,
     summary_tables,
+    test_views,
     write_json,
     write_jsonl,
     write_tsv,
@@ -141,7 +152,7 @@ def prepare(
     b = config.build
     contexts = {}
     for src in config.sources:
-        label_map = LabelMap(src.label_map, src.name, vocab)
+        label_map = LabelMap(src.label_map, src.name, vocab, src.modality)
         conv = get_converter(src.format)(src.name, src.root, src.options)  # type: ignore[arg-type]
         on_error = configure_converter(conv, src, b, label_map)
         contexts[src.name] = SourceContext(src, conv, label_map, CaseMaker(src, label_map),
@@ -504,19 +515,23 @@ def input_checksum(ctx: SourceContext, entry: str) -> str:
 
 def make_questions(
     cases: list[Case], vocab: Vocabulary, pool: QuestionPool, config: Config,
-    previous: dict[str, dict],
+    previous: dict[str, dict], splits: dict[tuple[str, str], str] | None = None,
 ) -> tuple[list[Question], set[str], Counter[str], Reuse]:
-    """Cap, then one question per selected case: previous questions reused as they were,
-    unless something they depended on changed (rebuild.py: then regenerated).
+    """Cap, then one question per selected case: previous questions reused as they were.
 
-    Returns the questions, the ids of the reused ones, skipped cases counted by reason, and
-    which previous questions were regenerated (and why) or could not be made any more.
+    Previous questions whose answer, task, options or template changed are regenerated
+    (rebuild.py). Returns the questions, the ids of the reused ones, skipped cases counted by
+    reason, and which previous questions were regenerated (and why) or could not be made.
+    ``splits`` ((source, group) -> split, from :func:`plan_split`) lets answer letters balance
+    within each split, so VAL and TEST are each unbiased on their own.
     """
     b = config.build
-    selected = select_by_cap(cases, b.per_label_cap, b.seed, previous)
+    skipped: Counter[str] = Counter(f"{c.source}: {c.skipped}" for c in cases if c.skipped)
+    selected = select_by_cap(askable_cases(cases), b.per_label_cap, b.seed, previous)
     assert all(c.rendered for c in selected), "the cap tracker skipped a selectable case"
     pools = DistractorPools(cases, vocab, pool)  # all labels seen, not only the capped
-    letter_counts: Counter[str] = Counter()
+    split_map = splits or {}
+    balance = AnswerBalance(lambda c: split_map.get((c.source, c.group), ""))
     questions: list[Question] = []
     skipped: Counter[str] = Counter()
     reuse = Reuse(pair_staleness(selected, previous, pools, pool, b.options))
@@ -524,33 +539,96 @@ def make_questions(
     # The mask and contour questions of one target share their options and answer letter.
     partners: dict[str, Question] = {}
     for c in reused:
-        questions.append(reuse_question(c, previous[c.case_id], letter_counts))
+        questions.append(reuse_question(c, previous[c.case_id], balance,
+                                        partner=c.pair_id in partners, pools=pools))
         if cap_family(c.granularity) == "segmentation":
             partners.setdefault(c.pair_id, questions[-1])
     reused_ids = {c.case_id for c in reused}
-    for c in selected:
+    # Sources in name order, not config order: reordering sources.yaml changes no question.
+    for c in sorted(selected, key=lambda c: c.source):
         if c.case_id in reused_ids:
             continue
-        q = make_question(c, pools, pool, b.seed, b.options, letter_counts,
+        q = make_question(c, pools, pool, b.seed, b.options, balance,
                           partner=partners.get(c.pair_id))
         if q is None:
-            skipped[f"{c.source}: no distractor for '{c.label}' ({c.granularity})"] += 1
+            why = (" (Image Level: distractors are the source's other labels, and it has none)"
+                   if c.granularity == IMAGE_LEVEL else f" ({c.granularity})")
+            skipped[f"{c.source}: no distractor for '{c.label}'{why}"] += 1
             reuse.unanswerable.add(c.case_id)
             continue
         questions.append(q)
         if cap_family(c.granularity) == "segmentation":
             partners.setdefault(c.pair_id, q)
+    check_every_source_asks(config, questions, cases, skipped)
     if not questions:
-        raise BuildError("no question could be made: " + "; ".join(skipped) if skipped
-                         else "no question could be made: the sources yielded no labelled case")
+        raise BuildError("no question could be made: every source yields none ("
+                         + "; ".join(f"{k} x{n}" for k, n in sorted(skipped.items())) + ")")
     return questions, reused_ids, skipped, reuse
+
+
+def askable_cases(cases: list[Case]) -> list[Case]:
+    """Cases fit to ask about (not skipped for size, ambiguity...)."""
+    return [c for c in cases if not c.skipped]
+
+
+def plan_split(
+    cases: list[Case], config: Config, previous: dict[str, dict],
+) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
+    """The split of every group that will have questions, before any question is made.
+
+    Exact and near-duplicate pictures (perceptual hash without overlay) link their groups,
+    which then share one split (:func:`gmai_build.split.assign_splits`). Returns the splits and
+    the report for the summary (near-duplicate pairs name case ids; numbering adds indices).
+    """
+    b = config.build
+    selected = select_by_cap(askable_cases(cases), b.per_label_cap, b.seed, previous)
+    images: dict[tuple[str, str, str], Case] = {}  # one entry per distinct picture
+    for c in selected:
+        images.setdefault((c.source, c.group, c.phash), c)
+    firsts = [images[k] for k in sorted(images)]
+    pairs = near_duplicate_pairs([c.phash for c in firsts],
+                                 [(c.source, c.group) for c in firsts], b.near_duplicate_distance)
+    links = [((firsts[i].source, firsts[i].group), (firsts[j].source, firsts[j].group))
+             for i, j, _ in pairs]
+    before = {(r["source"], r["group"]): r["split"] for r in previous.values()}
+    plan = assign_splits({(c.source, c.group) for c in selected}, b.val_fraction, before, links)
+    # The report names questions by case id here and by index once numbered: never by sample
+    # id or group, which may be identifying folder names.
+    report = {
+        "val_fraction": b.val_fraction,
+        "near_duplicates": [
+            {"a_case": firsts[i].case_id, "b_case": firsts[j].case_id, "distance": d}
+            for i, j, d in pairs
+        ],
+        "kept_together": [list(unit) for unit in plan.together],
+    }
+    return plan.splits, report
+
+
+def check_every_source_asks(
+    config: Config, questions: list[Question], cases: list[Case], skipped: Counter[str],
+) -> None:
+    """A source that yields no question is an error naming it and why (unless allowed)."""
+    asked = {q.case.source for q in questions}
+    with_cases = {c.source for c in cases}
+    for src in config.sources:
+        if src.name in asked or src.allow_no_questions:
+            continue
+        reasons = [f"{k.split(': ', 1)[1]} ({n} case(s))" for k, n in sorted(skipped.items())
+                   if k.startswith(f"{src.name}: ")]
+        why = ("; ".join(reasons) if reasons else "its items had no labelled target"
+               if src.name not in with_cases else "every case was left out by the per-label cap")
+        raise BuildError(f"the source yields no question: {why}; fix the source or its label "
+                         "map, or set 'allow_no_questions: true' for it", source=src.name)
 
 
 def number_and_split(
     questions: list[Question], reused_ids: set[str], previous: dict[str, dict],
-    config: Config, image_sha256: dict[str, str],
-) -> list[dict[str, Any]]:
-    """Manifest records sorted by index: previous targets keep theirs, new ones follow."""
+    config: Config, image_sha256: dict[str, str], splits: dict[tuple[str, str], str],
+    report: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Manifest records sorted by index (reused questions keep theirs, new ones follow), and
+    the split report completed: VAL share of groups, groups per source, pairs by index."""
     b = config.build
     next_index = max((r["index"] for r in previous.values()), default=-1) + 1
     records = []
@@ -560,11 +638,32 @@ def number_and_split(
             index = previous[c.case_id]["index"]
         else:
             index, next_index = next_index, next_index + 1
-        split = split_of(c.source, c.group, b.val_fraction)
+        split = splits[(c.source, c.group)]
         records.append(_record(q, index, split, b.seed, image_sha256[c.case_id]))
     records.sort(key=lambda r: r["index"])
     _check_no_leak(records)
-    return records
+    index_of = {r["case_id"]: r["index"] for r in records}
+    asked = {(r["source"], r["group"]): r["split"] for r in records}
+    per_source: dict[str, dict[str, int]] = {}
+    for (src, _), split in sorted(asked.items()):
+        per_source.setdefault(src, {"VAL": 0, "TEST": 0})[split] += 1
+    n_val = sum(v == VAL for v in asked.values())
+    pairs = [{"a": index_of.get(p["a_case"]), "b": index_of.get(p["b_case"]),
+              "distance": p["distance"]} for p in report["near_duplicates"]]
+    first_index: dict[tuple[str, str], int] = {}
+    for r in records:
+        first_index.setdefault((r["source"], r["group"]), r["index"])
+    together = [sorted(first_index[tuple(g)] for g in unit if tuple(g) in first_index)
+                for unit in report["kept_together"]]
+    return records, {
+        **report,
+        "kept_together": [t for t in together if len(t) > 1],
+        "groups": len(asked),
+        "val_groups": n_val,
+        "val_share_groups": round(100 * n_val / max(1, len(asked)), 2),
+        "groups_per_source": per_source,
+        "near_duplicates": pairs,
+    }
 
 
 def write_outputs(
@@ -576,15 +675,16 @@ def write_outputs(
     val_rows = [r for r in records if r["split"] == VAL]
     test_rows = [r for r in records if r["split"] != VAL]
 
-    def rows(recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def rows(recs: list[dict[str, Any]], blind: bool = False) -> Iterator[dict[str, Any]]:
         for r in recs:  # images stream from the spool, one row at a time
-            yield _tsv_row(r, spool.get(refs[r["case_id"]]))
+            row = _tsv_row(r, spool.get(refs[r["case_id"]]))
+            yield {**row, **r["test_view"]} if blind else row
 
     write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))
     failpoint("writing")
-    write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows))
-    write_tsv(stage / f"{name}_TEST_answers.tsv", ["index", "answer"],
-              ({"index": r["index"], "answer": r["answer"]} for r in test_rows))
+    write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows, blind=True))
+    write_tsv(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS,
+              (answer_key_row(r) for r in test_rows))
     write_jsonl(stage / MANIFEST, records)
     write_json(stage / "summary.json", summary)
     (stage / "summary.md").write_text(summary_markdown(summary, name))
@@ -629,13 +729,16 @@ def build(
             spool = ImageSpool(stage / "images.spool")
             try:
                 got = collect_cases(contexts, config, previous, spool, n_workers, progress)
+                splits, split_report = plan_split(got.cases, config, previous)
                 questions, reused_ids, skipped, reuse = make_questions(
-                    got.cases, vocab, pool, config, previous)
-                records = number_and_split(questions, reused_ids, previous, config,
-                                           got.image_sha256)
+                    got.cases, vocab, pool, config, previous, splits)
+                records, split_report = number_and_split(questions, reused_ids, previous, config,
+                                                         got.image_sha256, splits, split_report)
+                test_views(records, vocab)
                 summary = summary_tables(records)
                 summary["skipped"] = dict(sorted(skipped.items()))
                 summary.update(summary_section(got.report))
+                summary["split"] = split_report
                 changes = summarize(previous, records, reuse, got.cases,
                                     {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
                 info = _build_info(config, got.inputs, summary, previous)
@@ -717,6 +820,7 @@ def _record(q: Question, index: int, split: str, seed: int, image_sha256: str) -
         "answer": q.answer,
         "seed": seed,
         "image_sha256": image_sha256,
+        "image_phash": c.phash,
     }
 
 

@@ -147,3 +147,5 @@ class Case:
     slice_index: int | None = None
     exclude: tuple[str, ...] = ()  # other canonical labels also true here: never distractors
     rendered: bool = True  # False: the cap had already ruled it out, so no image was drawn
+    phash: str = ""  # perceptual hash of the image without overlay (near-duplicate detection)
+    skipped: str = ""  # why this case is not asked about (counted in the summary), "" if asked

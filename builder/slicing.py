@@ -57,8 +57,42 @@ def limit_side(s: Slice2D, max_side: int | None) -> Slice2D:
     return s
 
 
+UPSCALE_MAX_SIDE = 2048
+
+
+def raise_side(s: Slice2D, min_side: int, max_side: int | None) -> Slice2D:
+    """Upscale a slice whose shorter side is below ``min_side`` (a 28x28 MedMNIST image).
+
+    Done before any overlay is drawn, so boxes and outlines are drawn at the published size
+    and stay one crisp line; the image is resampled bicubically, masks with nearest-exact on
+    the same output size, boxes scaled. The longer side never exceeds ``max_side`` (or
+    UPSCALE_MAX_SIDE: a 3-slice volume cut coronally is a strip, not worth 28,000 pixels).
+    The scale is recorded.
+    """
+    h, w = s.rgb.shape[:2]
+    if min(h, w) >= min_side:
+        return s
+    f = min(min_side / min(h, w), (max_side or UPSCALE_MAX_SIDE) / max(h, w))
+    if f <= 1:
+        return s
+    size = (max(1, round(w * f)), max(1, round(h * f)))  # cv2: (width, height)
+    sx, sy = size[0] / w, size[1] / h
+    nearest = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
+    s.rgb = cv2.resize(s.rgb, size, interpolation=cv2.INTER_CUBIC)
+    s.target_masks = {
+        raw: cv2.resize(m.astype(np.uint8), size, interpolation=nearest).astype(bool)
+        for raw, m in s.target_masks.items()
+    }
+    s.boxes = tuple(
+        Box(b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy, b.raw_label) for b in s.boxes
+    )
+    s.extra = {**s.extra, "min_side_scale": [sy, sx]}
+    return s
+
+
 def to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
-    return [limit_side(s, source.max_side) for s in _to_slices(sample, source)]
+    return [limit_side(raise_side(s, source.min_side, source.max_side), source.max_side)
+            for s in _to_slices(sample, source)]
 
 
 def _to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
@@ -79,9 +113,9 @@ def _to_slices(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     for raw, m in targets.items():
         if m.shape[:2] != rgb.shape[:2]:
             raise ValueError(f"mask '{raw}' shape {m.shape} differs from image {rgb.shape[:2]}")
-    targets = {
-        raw: m for raw, m in targets.items() if int(m.sum()) >= source.slicing.min_area
-    }
+    # Every non-empty target goes on: one too small to ask about becomes a case that is
+    # counted as skipped (cases.py, ``source.targets``), never a silent loss.
+    targets = {raw: m for raw, m in targets.items() if m.any()}
     task = SEG_2D if (targets or sample.label_mask is not None) else DET_2D if sample.boxes else CLS_2D
     return [
         Slice2D(

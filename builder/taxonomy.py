@@ -48,11 +48,30 @@ def normalize_key(text: str) -> str:
 
 @dataclass(frozen=True)
 class VocabularyEntry:
+    """A canonical label and its place on the tree.
+
+    ``task``/``department`` are the default placement; ``placements`` override them per
+    modality where the published tree places the label differently by modality (``fibrosis``
+    is a lung finding on X-ray and an eye finding on fundus photographs).
+    """
+
     label: str
     task: str
     department: str  # "" = none, FROM_SOURCE = the label map decides
     modalities: tuple[str, ...] = ()
     synonyms: tuple[str, ...] = ()
+    placements: tuple[tuple[str, str, str], ...] = ()  # (modality, task, department)
+
+    def placement(self, modality: str | None) -> tuple[str, str]:
+        """(task, department) of this label on images of ``modality``."""
+        for mod, task, dept in self.placements:
+            if mod == modality:
+                return task, dept
+        return self.task, self.department
+
+    def lists(self, modality: str) -> bool:
+        """Whether the vocabulary lists this label for ``modality`` (any listed: no opinion)."""
+        return not self.modalities or modality in self.modalities
 
 
 @dataclass(frozen=True)
@@ -115,7 +134,8 @@ class Vocabulary:
     def add(self, raw: dict[str, Any], where: str) -> None:
         if not isinstance(raw, dict) or "label" not in raw:
             raise ConfigError(f"{where}: each entry needs a 'label'")
-        unknown = set(raw) - {"label", "task", "department", "modalities", "synonyms", "also"}
+        unknown = set(raw) - {"label", "task", "department", "modalities", "synonyms",
+                              "placements"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
         label = str(raw["label"])
@@ -131,12 +151,57 @@ class Vocabulary:
         for s in synonyms:
             check_label_text(s, where)
         modalities = tuple(raw.get("modalities", old.modalities if old else ()))
+        placements = list(old.placements if old else ())
+        for mod, place in (raw.get("placements") or {}).items():
+            if not isinstance(place, dict) or set(place) - {"task", "department"}:
+                raise ConfigError(f"{where}: placements.{mod}: expected {{task, department}}")
+            placements = [p for p in placements if p[0] != mod]
+            placements.append((
+                str(mod), _check_task(place.get("task", task), f"{where}: placements.{mod}"),
+                _check_department(place.get("department", dept), f"{where}: placements.{mod}"),
+            ))
         entry = VocabularyEntry(
-            label, _check_task(task, where), _check_department(dept, where), modalities, synonyms
+            label, _check_task(task, where), _check_department(dept, where), modalities, synonyms,
+            tuple(sorted(placements)),
         )
         self.entries[label] = entry
         for text in (label, *synonyms):
             self._keys.setdefault(normalize_key(text), label)
+
+    def merge(self, alias: str, into: str) -> None:
+        """Fold the entry ``alias`` into ``into``: its texts become synonyms of ``into``."""
+        if alias == into or alias not in self.entries or into not in self.entries:
+            return
+        gone, kept = self.entries.pop(alias), self.entries[into]
+        modalities = tuple(sorted(set(kept.modalities) | set(gone.modalities)))
+        synonyms = tuple(dict.fromkeys((*kept.synonyms, gone.label, *gone.synonyms)))
+        self.entries[into] = VocabularyEntry(
+            kept.label, kept.task, kept.department, modalities, synonyms, kept.placements)
+        for key, label in self._keys.items():
+            if label == alias:
+                self._keys[key] = into
+        for text in synonyms:
+            self._keys.setdefault(normalize_key(text), into)
+
+    def merge_related(self) -> None:
+        """Merge synonym groups of ``relations.yaml`` and folded spelling variants.
+
+        The group's first member that is an entry is kept (else the alphabetically first of
+        a set of spelling variants), so a label map naming either text gets the same label.
+        """
+        from .relations import fold, load_relations
+
+        rel = load_relations()
+        groups: dict[str, list[str]] = {}
+        for label in sorted(self.entries):
+            groups.setdefault(rel.key(label), []).append(label)
+        for key, labels in groups.items():
+            head = rel.display.get(key)
+            keep = head if head in self.entries else labels[0]
+            for label in labels:
+                self.merge(label, keep)
+        for label in list(self.entries):  # texts only listed as synonyms fold too
+            self._keys.setdefault(fold(label), label)
 
     def resolve(self, text: str) -> VocabularyEntry | None:
         """Canonical entry for a label text or synonym; left/right qualifiers are merged."""
@@ -146,17 +211,30 @@ class Vocabulary:
         m = re.match(r"^(left|right)\s+(.*)$", key)
         if m and m.group(2) in self._keys:
             return self.entries[self._keys[m.group(2)]]
-        return None
+        from .relations import fold
+
+        folded = self._keys.get(fold(text))
+        return self.entries[folded] if folded in self.entries else None
 
     def suggest(self, text: str) -> list[str]:
         close = difflib.get_close_matches(normalize_key(text), self._keys, 5)
         return list(dict.fromkeys(self._keys[k] for k in close))[:3]  # synonyms name one label once
 
-    def labels_for(self, task: str, modality: str) -> list[str]:
-        """Canonical labels that the tree places on this task for this modality (sorted)."""
+    def labels_for(self, task: str, modality: str | None) -> list[str]:
+        """Canonical labels the tree places on this task for this modality (any: None), sorted."""
         return sorted(
-            e.label for e in self.entries.values() if e.task == task and modality in e.modalities
+            e.label for e in self.entries.values()
+            if (modality is None or modality in e.modalities) and e.placement(modality)[0] == task
         )
+
+    def unlisted_modality(self, label: str, modality: str) -> bool:
+        """True when the vocabulary lists modalities for ``label`` and not this one.
+
+        ``validate`` warns about such labels: the source may be mislabelled, or the label's
+        placement (task, department) on this modality is a guess from its other modalities.
+        """
+        entry = self.resolve(label)
+        return entry is not None and not entry.lists(modality)
 
 
 @lru_cache(maxsize=8)
@@ -168,15 +246,18 @@ def load_vocabulary(extra: list[Path] | tuple[Path, ...] = ()) -> Vocabulary:
     vocab = Vocabulary()
     for path in (*_base_vocabulary_files(), *extra):
         vocab.add_file(path)
+    vocab.merge_related()
     return vocab
 
 
 class LabelMap:
     """One source's raw label -> canonical label mapping (a YAML file in ``label_maps/``)."""
 
-    def __init__(self, path: Path, source: str, vocab: Vocabulary):
+    def __init__(self, path: Path, source: str, vocab: Vocabulary, modality: str | None = None):
         self.path = path
         self.source = source
+        self.modality = modality  # a label's placement may depend on the source's modality
+        self.vocab = vocab
         data = label_map_data(path)
         unknown = set(data) - {"labels", "department", "new_labels", "source", "description",
                                "default"}
@@ -237,11 +318,11 @@ class LabelMap:
                 + (f" (close: {', '.join(hint)})" if hint else "")
                 + "; add it under new_labels in this file or in a build vocabulary file"
             )
-        task = _check_task(override["task"], where) if "task" in override else entry.task
+        task, dept = entry.placement(self.modality)
+        if "task" in override:
+            task = _check_task(override["task"], where)
         if "department" in override:
             dept = _check_department(override["department"], where)
-        else:
-            dept = entry.department
         if dept == FROM_SOURCE:
             if self.default_department is None:
                 raise ConfigError(
@@ -271,6 +352,13 @@ class LabelMap:
             source=self.source,
             file=file,
         )
+
+    def unlisted_modality_labels(self) -> list[str]:
+        """Canonical labels of this map that the vocabulary does not list for its modality."""
+        if self.modality is None:
+            return []
+        return sorted(std.label for std in self.targets
+                      if self.vocab.unlisted_modality(std.label, self.modality))
 
     @property
     def targets(self) -> list[StandardLabel]:

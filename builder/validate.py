@@ -113,7 +113,7 @@ def _check_source(src: SourceConfig, vocab: Vocabulary, found: Findings,
     errors_before = len(found.errors)
     label_map: LabelMap | None = None
     try:
-        label_map = LabelMap(src.label_map, src.name, vocab)
+        label_map = LabelMap(src.label_map, src.name, vocab, src.modality)
     except ConfigError as exc:
         found.add_errors(exc)
     converter_class = get_converter(src.format)

@@ -19,7 +19,8 @@ patient's right and front).
 Slice choice (``source.slicing``): for every target (raw label of ``label_mask`` values or a key
 of ``target_masks``) the slices where its area is at least ``min_area`` qualify; ``per_label`` of
 them are chosen per label and volume, either the ``largest`` (ties -> lower index) or ``even``ly
-spaced ones (centres of ``per_label`` equal bins of the qualifying slices). Each chosen slice
+spaced ones (centres of ``per_label`` equal bins of the qualifying slices), never closer than
+``min_gap_mm`` / ``min_gap_slices`` to each other. Each chosen slice
 gives one :class:`Slice2D` carrying every target that qualifies on that slice (so cases can
 exclude overlapping labels from the options). A sample with image-level ``labels`` but no mask
 gives the middle slice (or ``per_label`` evenly spaced slices) carrying those labels.
@@ -35,6 +36,7 @@ aligned. The scale factors are recorded in ``Slice2D.extra``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import cv2
@@ -123,15 +125,35 @@ def intensity_mapper(
     return (lambda a: clip_scale(a, lo, hi)), {"percentile_range": [lo, hi]}
 
 
-def choose_slices(areas: np.ndarray, min_area: int, per_label: int, strategy: str) -> list[int]:
-    """Indices chosen among slices whose area >= min_area (see module docstring)."""
+def choose_slices(
+    areas: np.ndarray, min_area: int, per_label: int, strategy: str, min_gap: int = 1,
+) -> list[int]:
+    """Indices chosen among slices whose area >= min_area (see module docstring).
+
+    Chosen slices are at least ``min_gap`` slices apart: two adjacent slices of one label are
+    nearly the same picture, so ``largest`` takes the next largest slice far enough from those
+    already chosen (fewer than ``per_label`` when the label is too short for that).
+    """
     qualifying = np.flatnonzero(areas >= min_area)
     if qualifying.size == 0:
         return []
     if strategy == "largest":
         order = sorted(qualifying.tolist(), key=lambda i: (-int(areas[i]), i))
-        return sorted(order[:per_label])
-    return even_indices(qualifying.tolist(), per_label)
+    else:
+        order = even_indices(qualifying.tolist(), per_label)
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) == per_label:
+            break
+        if all(abs(i - j) >= min_gap for j in chosen):
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def slice_gap(source: SourceConfig, spacing: tuple[float, float, float]) -> int:
+    """The minimum gap between chosen slices, in slices: the larger of the mm and slice rules."""
+    step = float(spacing[AXES[source.slicing.axis]]) or 1.0
+    return max(source.slicing.min_gap_slices, math.ceil(source.slicing.min_gap_mm / step - 1e-9))
 
 
 def even_indices(candidates: list[int], k: int) -> list[int]:
@@ -215,7 +237,8 @@ def slices_from_volume(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     chosen: dict[int, dict[str, dict]] = {}  # slice -> raw -> why it is there
     if has_masks:
         for raw, (area, _) in sorted(targets.items()):
-            picks = choose_slices(area, cfg.min_area, cfg.per_label, cfg.strategy)
+            picks = choose_slices(area, cfg.min_area, cfg.per_label, cfg.strategy,
+                                  slice_gap(source, vol.spacing))
             n_q = int((area >= cfg.min_area).sum())
             for rank, i in enumerate(picks):
                 chosen.setdefault(i, {})[raw] = {

@@ -1,5 +1,11 @@
 """Outputs: TSVs in GMAI-MMBench's exact columns, the TEST answer key, the manifest, the summary.
 
+TEST shows nothing that gives the answer away (:func:`test_views`): its ``category`` column holds
+the clinical VQA task instead of the label (GMAI-MMBench's TEST ``category`` equals the correct
+option's text), so VLMEvalKit's ``report_acc`` still groups by it; the task and department
+columns are shown only when every option of the question shares them (else empty, which
+VLMEvalKit groups as 'None'). The true values go to the answer key and the manifest.
+
 Everything is written into a staging folder that :mod:`outdir` publishes in one atomic step once
 the whole build succeeded, so a failed build leaves the previous outputs as they were.
 """
@@ -14,13 +20,22 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .taxonomy import FROM_SOURCE
+
+if TYPE_CHECKING:
+    from .taxonomy import Vocabulary
 
 TSV_COLUMNS = [
     "index", "question", "A", "B", "C", "D", "E", "answer", "category", "clinical VQA task",
     "department", "perceptual granularity", "modality", "original task", "image",
 ]
 TEST_COLUMNS = [c for c in TSV_COLUMNS if c != "answer"]
+# The TEST answer key also holds what TEST may not show: the true category (the label, which is
+# the correct option's text) and the true task and department, so scores per group still work.
+ANSWER_KEY_COLUMNS = ["index", "answer", "category", "clinical VQA task", "department"]
+HIDDEN_TASK = "(task not shown)"  # TEST category where the options' tasks differ
 MANIFEST = "manifest.jsonl"
 BUILD_INFO = "build.json"
 
@@ -88,6 +103,40 @@ def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def test_views(records: list[dict[str, Any]], vocab: Vocabulary) -> None:
+    """Set each record's ``test_view``: the values its TEST row shows in place of the truth.
+
+    An option's task and department are what the build gave that label (as an answer) or else
+    what the vocabulary gives it on the question's modality; a column whose value differs
+    between options (or is unknown for one) would point at the answer, so it is left empty.
+    """
+    placed: dict[str, tuple[str, str]] = {}
+    for r in records:
+        placed.setdefault(r["category"], (r["task"], r["department"]))
+
+    def placement(label: str, modality: str) -> tuple[str, str] | None:
+        if label in placed:
+            return placed[label]
+        entry = vocab.resolve(label)
+        if entry is None or entry.placement(modality)[1] == FROM_SOURCE:
+            return None
+        return entry.placement(modality)
+
+    for r in records:
+        others = [placement(o, r["modality"]) for o in r["options"] if o != r["category"]]
+        task = r["task"] if all(p is not None and p[0] == r["task"] for p in others) else ""
+        dept = (r["department"] if all(p is not None and p[1] == r["department"] for p in others)
+                else "")
+        # VLMEvalKit's report_acc sorts the category values: one may never be empty (NaN).
+        r["test_view"] = {"category": task or HIDDEN_TASK, "clinical VQA task": task,
+                          "department": dept}
+
+
+def answer_key_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {"index": r["index"], "answer": r["answer"], "category": r["category"],
+            "clinical VQA task": r["task"], "department": r["department"]}
+
+
 def summary_tables(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts per split and per task / department / modality / granularity / source / label."""
     axes = {
@@ -101,6 +150,23 @@ def summary_tables(rows: list[dict[str, Any]]) -> dict[str, Any]:
     splits = dict(sorted(Counter(r["split"] for r in rows).items()))
     out: dict[str, Any] = {"total": len(rows), "splits": splits}
     out["answer_letters"] = dict(sorted(Counter(r["answer"] for r in rows).items()))
+    by_count: dict[str, dict[str, int]] = {}
+    for r in rows:
+        n = len(r["options"])
+        bucket = by_count.setdefault(str(n), dict.fromkeys("ABCDE"[:n], 0))
+        bucket[r["answer"]] += 1
+    out["answer_letters_by_option_count"] = dict(sorted(by_count.items()))
+    options: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        g = options.setdefault(r["granularity"], {"questions": 0, "options": 0, "counts": {}})
+        g["questions"] += 1
+        g["options"] += len(r["options"])
+        g["counts"][str(len(r["options"]))] = g["counts"].get(str(len(r["options"])), 0) + 1
+    out["options_by_granularity"] = {
+        k: {"questions": v["questions"], "mean_options": round(v["options"] / v["questions"], 3),
+            "counts": dict(sorted(v["counts"].items()))}
+        for k, v in sorted(options.items())
+    }
     for title, key in axes.items():
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
@@ -116,8 +182,32 @@ def summary_markdown(summary: dict[str, Any], name: str) -> str:
     lines.append(f"Questions: {summary['total']} ("
                  + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()) + ")")
     lines.append("Answer letters: " + ", ".join(f"{k} {v}" for k, v in summary["answer_letters"].items()))
+    lines += ["", "## Answer letters per option count", "",
+              "| options | questions | A | B | C | D | E | uniform share |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, letters in summary.get("answer_letters_by_option_count", {}).items():
+        total = sum(letters.values())
+        cells = [f"{letters[x]} ({100 * letters[x] / total:.1f}%)" if x in letters else ""
+                 for x in "ABCDE"]
+        lines.append(f"| {n} | {total} | " + " | ".join(cells) + f" | {100 / int(n):.1f}% |")
+    lines += ["", "## Options per question", "", "| granularity | questions | mean options | "
+              "2 / 3 / 4 / 5 options |", "|---|---:|---:|---|"]
+    for g, v in summary.get("options_by_granularity", {}).items():
+        counts = " / ".join(str(v["counts"].get(str(n), 0)) for n in range(2, 6))
+        lines.append(f"| {g} | {v['questions']} | {v['mean_options']:.2f} | {counts} |")
     if summary.get("skipped"):
-        lines.append("Skipped cases: " + ", ".join(f"{k}: {v}" for k, v in summary["skipped"].items()))
+        lines += ["", "## Cases not asked about", "", "| source: reason | cases |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in summary["skipped"].items()]
+    split = summary.get("split")
+    if split:
+        lines += ["", "## Split", "",
+                  f"VAL share of groups: {split['val_share_groups']}% ({split['val_groups']} of "
+                  f"{split['groups']} groups; configured {100 * split['val_fraction']:.0f}%)",
+                  f"Near-duplicate image pairs across groups: {len(split['near_duplicates'])}"]
+        lines += [f"- index {p['a']} ~ index {p['b']} (distance {p['distance']})"
+                  for p in split["near_duplicates"][:50]]
+        lines += [f"- kept in one split: the groups of questions {', '.join(map(str, u))}"
+                  for u in split["kept_together"][:50]]
     for title in ("clinical VQA task", "department", "modality", "perceptual granularity",
                   "original task", "source"):
         lines += ["", f"## By {title}", "", f"| {title} | VAL | TEST | total |", "|---|---:|---:|---:|"]

@@ -6,8 +6,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
-from gmai_build.writer import TEST_COLUMNS, TSV_COLUMNS
+from gmai_build.writer import ANSWER_KEY_COLUMNS, TEST_COLUMNS, TSV_COLUMNS
 from helpers import (
     decode_image,
     read_manifest,
@@ -49,20 +50,25 @@ def check_tsvs(out: Path, name: str) -> tuple:
     key = read_tsv(out / f"{name}_TEST_answers.tsv")
     assert list(val.columns) == TSV_COLUMNS
     assert list(test.columns) == TEST_COLUMNS
-    assert list(key.columns) == ["index", "answer"]
+    assert list(key.columns) == ANSWER_KEY_COLUMNS
     assert key["index"].tolist() == test["index"].tolist()
     all_index = val["index"].tolist() + test["index"].tolist()
     assert len(set(all_index)) == len(all_index)
-    for df, answers in ((val, val["answer"].tolist()), (test, key["answer"].tolist())):
-        for (_, row), answer in zip(df.iterrows(), answers):
+    truth = {"VAL": val["category"].tolist(), "TEST": key["category"].tolist()}
+    for split, df, answers in (("VAL", val, val["answer"].tolist()),
+                               ("TEST", test, key["answer"].tolist())):
+        for (_, row), answer, category in zip(df.iterrows(), answers, truth[split]):
             opts = [row[c] for c in "ABCDE" if isinstance(row[c], str)]
             filled = [c for c in "ABCDE" if isinstance(row[c], str)]
             assert filled == list("ABCDE"[: len(opts)]), "options fill A.. without gaps"
             assert 2 <= len(opts) <= 5
             assert len(set(opts)) == len(opts), "options never repeat"
             assert answer in filled
-            assert row[answer] == row["category"], "the answer option is the ground truth"
+            assert row[answer] == category, "the answer option is the ground truth"
             assert isinstance(row["category"], str) and row["category"]
+            if split == "TEST":  # TEST's category is the task: it never names an option
+                assert row["category"] == row["clinical VQA task"] or not row["clinical VQA task"]
+                assert row["category"] not in opts
     return val, test, key
 
 
@@ -76,7 +82,8 @@ def test_pneumoniamnist_real_build(tmp_path: Path) -> None:
     # VAL and TEST never share a group.
     groups = {s: {r["group"] for r in manifest if r["split"] == s} for s in ("VAL", "TEST")}
     assert groups["VAL"] and groups["TEST"] and not groups["VAL"] & groups["TEST"]
-    # Pixels: the decoded image is exactly the npz image as RGB.
+    # Pixels: the decoded image is exactly the 28x28 npz image as RGB, upscaled bicubically to
+    # the 224-pixel minimum side (before any overlay, so lines drawn later stay crisp).
     arrays = np.load(realdata("medmnist", "pneumoniamnist.npz"))
     by_index = {r["index"]: r for r in manifest}
     raw_ids = {sample_token("pneumoniamnist", f"pneumoniamnist.npz:{s}/{i}"): f"{s}/{i}"
@@ -87,10 +94,14 @@ def test_pneumoniamnist_real_build(tmp_path: Path) -> None:
             split, i = raw_ids[rec["sample_id"]].split("/")
             expected = arrays[f"{split}_images"][int(i)]
             got = decode_image(row["image"])
-            assert got.shape == (28, 28, 3)
-            np.testing.assert_array_equal(got, np.repeat(expected[:, :, None], 3, axis=2))
+            assert got.shape == (224, 224, 3)
+            rgb = np.repeat(expected[:, :, None], 3, axis=2)
+            np.testing.assert_array_equal(
+                got, cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_CUBIC))
+            assert rec["region"] == {"min_side_scale": [8.0, 8.0]}
             raw = int(arrays[f"{split}_labels"][int(i)][0])
-            assert row["category"] == {0: "normal", 1: "pneumonia"}[raw]
+            assert rec["category"] == {0: "normal", 1: "pneumonia"}[raw]
+            assert row["category"] == (rec["category"] if "answer" in row else "Disease Diagnosis")
             assert row["clinical VQA task"] == "Disease Diagnosis"
             assert row["department"] == "Pulmonary Medicine"
             assert row["perceptual granularity"] == "Image Level"
@@ -171,9 +182,11 @@ def test_folder_and_csv_sources_pixels_and_modes(tmp_path: Path) -> None:
         "build": {"name": "MIX"},
         "sources": [
             {"name": "folder", "format": "folder_per_class", "root": "folder", "modality": "X-ray",
-             "label_map": "pneumoniamnist_names.yaml", **CITE, "identifying_paths": False},
+             "label_map": "pneumoniamnist_names.yaml", **CITE, "identifying_paths": False,
+             "min_side": 1},
             {"name": "table", "format": "csv_table", "root": "table", "modality": "X-ray",
              "label_map": "pneumoniamnist_names.yaml", **CITE, "identifying_paths": False,
+             "min_side": 1,
              "options": {"table": "labels.csv", "image_column": "path",
                          "label_column": "diagnosis", "patient_column": "patient"}},
         ],
@@ -188,7 +201,7 @@ def test_folder_and_csv_sources_pixels_and_modes(tmp_path: Path) -> None:
             rec = manifest[row["index"]]
             rel = rec["files"][0].removeprefix("imgs/")
             np.testing.assert_array_equal(decode_image(row["image"]), expected[rel], err_msg=rel)
-            assert row["category"] == rel.split("/")[0]
+            assert rec["category"] == rel.split("/")[0]
             seen.add((rec["source"], rel))
     assert len(seen) == 48
     # CSV patient column: both images of a patient are in the same split.
@@ -257,7 +270,7 @@ def test_medmnist_3d_volumes(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text("labels:\n  '0': liver\n  '1': spleen\n  '2': kidney\n")
     cfg = write_yaml(tmp_path / "s.yaml", {"build": {"name": "O3"}, "sources": [
         {"name": "o3", "format": "medmnist", "root": ".", "modality": "CT", "label_map": "m.yaml",
-         **CITE, "options": {"splits": ["train"]}}]})
+         **CITE, "options": {"splits": ["train"]}, "min_side": 1}]})
     assert run_build(cfg, tmp_path / "out") == 0
     manifest = read_manifest(tmp_path / "out")
     assert len(manifest) == 6 and {r["category"] for r in manifest} == {"liver", "spleen", "kidney"}

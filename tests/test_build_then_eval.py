@@ -33,3 +33,12 @@ def test_example_build_scored_with_key_and_per_source(tmp_path: Path) -> None:
     preds = [json.loads(x) for x in
              (res / "first" / "GMAI-example_TEST" / "predictions.jsonl").read_text().splitlines()]
     assert {p["index"] for p in preds} == {r["index"] for r in manifest}
+    # The TEST TSV's category is no label, but the key holds the true one: scores per category
+    # (and per department, which TEST may leave empty) are the key's.
+    for label in {r["category"] for r in manifest}:
+        rows = [r for r in manifest if r["category"] == label]
+        expected = 100 * sum(r["answer"] == "A" for r in rows) / len(rows)
+        got = scores[(scores["group"] == "category") & (scores["value"] == label)]
+        assert len(got) == 1 and abs(float(got["accuracy"].iloc[0]) - expected) < 1e-9
+    assert set(scores[scores["group"] == "department"]["value"]) == {
+        r["department"] or "(none)" for r in manifest}

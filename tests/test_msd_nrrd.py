@@ -71,7 +71,7 @@ def test_msd_spleen_end_to_end(tmp_path: Path) -> None:
             "name": "msd_spleen", "format": "msd", "root": str(root), "modality": "CT",
             "label_map": "msd_spleen", "license": "CC-BY-SA 4.0",
             "citation": "Antonelli et al., The Medical Segmentation Decathlon, 2022",
-            "intensity": {"window": "soft_tissue"},
+            "intensity": {"window": "soft_tissue"}, "min_side": 1,  # pixel-exact, no upscale
         }],
     }))
     out = tmp_path / "out"
@@ -187,7 +187,7 @@ def test_nrrd_brain_coronal_resampled(tmp_path: Path) -> None:
     (sample,) = list(conv.load(next(iter(conv.discover()))))
     src = SourceConfig(name="nrrd_brain", format="image_label_glob", root=root, modality="MRI",
                        label_map="nrrd_brain", license="BSD", citation="pyradiomics",
-                       slicing={"axis": "coronal"})
+                       slicing={"axis": "coronal"}, min_side=1)
     (s,) = to_slices(sample, src)
     sp = sitk.ReadImage(str(root / "brain1_image.nrrd")).GetSpacing()
     assert s.rgb.shape[:2] == (round(25 * sp[2] / sp[0]), 256)

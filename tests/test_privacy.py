@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import yaml
 from dicom_factory import Markers, markerize_file
 from gmai_build.cli import main
 from gmai_build.privacy import default_key_file
@@ -188,9 +189,11 @@ def test_skip_lists_carry_no_identifier(hospital: Hospital, tmp_path: Path,
     """on_error: skip lists skipped files and reasons: by token, in summary.md/json and logs."""
     _break_dicom(hospital)
     (hospital.root / "MRKPATDIR3_000" / "MRKIMG_0.png").write_bytes(b"\x89PNG\r\n\x1a\nbad")
-    text = hospital.config.read_text().replace("per_label_cap: 100", "per_label_cap: 100\n"
-                                               "  on_error: skip")
-    hospital.config.write_text(text)
+    config = yaml.safe_load(hospital.config.read_text())
+    config["build"]["on_error"] = "skip"
+    for src in config["sources"]:  # the broken DICOM series leaves 'series' and 'seg' no question
+        src["allow_no_questions"] = True
+    hospital.config.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
     assert main(["--sources", str(hospital.config), "--out", str(out), "--workers", "2"]) == 0
     captured = capfd.readouterr()

@@ -146,14 +146,22 @@ def test_slice_choice() -> None:
     assert choose_slices(areas, 16, 2, "largest") == [2, 3]
     assert choose_slices(areas, 16, 3, "even") == [1, 3, 6]
     assert choose_slices(areas, 100, 1, "largest") == []
+    # A minimum gap: the next largest slice far enough from those chosen, never a neighbour.
+    assert choose_slices(areas, 16, 2, "largest", min_gap=2) == [2, 6]
+    assert choose_slices(areas, 16, 3, "largest", min_gap=3) == [2, 6]  # no third fits
     assert even_indices(list(range(25)), 1) == [12]
 
 
 def test_per_label_slices_and_image_level_labels(tmp_path: Path) -> None:
     phantom(tmp_path / "p.nii.gz", tmp_path / "l.nii.gz")
     smp = sample_of(tmp_path / "p.nii.gz", tmp_path / "l.nii.gz")
-    out = slices_from_volume(smp, source(slicing={"per_label": 3, "strategy": "even"}))
+    spread = {"per_label": 3, "strategy": "even", "min_gap_mm": 0, "min_gap_slices": 1}
+    out = slices_from_volume(smp, source(slicing=spread))
     assert [s.slice_index for s in out] == [3, 5, 6]
+    # Default spacing rule: at least 10 mm (here 4 slices of 3 mm) between a label's slices.
+    spaced = slices_from_volume(smp, source(slicing={"per_label": 3, "strategy": "even"}))
+    picked = [s.slice_index for s in spaced]
+    assert picked and all(b - a >= 4 for a, b in zip(picked, picked[1:]))
     assert len({s.sample_id for s in out}) == 3
     no_mask = sample_of(tmp_path / "p.nii.gz")
     no_mask.labels = ("normal",)

@@ -1,0 +1,70 @@
+"""Exact and near-duplicate images: a perceptual hash of the image WITHOUT its overlay.
+
+Two questions about the same picture (or a re-encoded, re-windowed or slightly cropped copy of
+it, as when one dataset is redistributed inside another) must not sit in VAL and TEST. Each
+rendered image gets a 256-bit DCT perceptual hash (:func:`imagehash.phash`, ``hash_size=16``)
+of its bare pixels; pairs of images from different groups whose hashes differ in at most
+``max_distance`` bits are near duplicates, and the split puts their groups together
+(:mod:`gmai_build.split`).
+
+Why 256 bits and 32: on 600 PneumoniaMNIST chest X-rays (28 px, all alike) the 64-bit hash
+puts different patients 4 bits apart, while the 256-bit hash keeps every pair of different
+images at least 62 bits apart; a brightened JPEG copy or a resampled copy stays within 6 bits
+and a copy cropped by 2% averages 32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+HASH_SIZE = 16  # 16 x 16 = 256 bits
+DEFAULT_MAX_DISTANCE = 32
+
+
+def image_phash(rgb: np.ndarray) -> str:
+    """64 hex digits: the 256-bit DCT perceptual hash of an RGB (or grey) uint8 image."""
+    import imagehash
+    from PIL import Image
+
+    return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(rgb)), hash_size=HASH_SIZE))
+
+
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 (numpy >= 2 has it built in; a byte table otherwise)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _BYTE_BITS[x.view(np.uint8).reshape(*x.shape, 8)].sum(-1, dtype=np.uint8)
+
+
+def hamming(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def near_duplicate_pairs(
+    hashes: Sequence[str], groups: Sequence[object], max_distance: int, block: int = 64,
+) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for i < j with different groups and hashes at most ``max_distance`` apart.
+
+    Vectorised XOR + popcount in blocks: 30,000 images compare in seconds without N^2 memory.
+    """
+    n = len(hashes)
+    if n < 2:
+        return []
+    words = max(1, max(len(h) for h in hashes) // 16)  # 16 hex digits per uint64 word
+    values = np.array([[int(h.rjust(16 * words, "0")[16 * k:16 * (k + 1)], 16)
+                        for k in range(words)] for h in hashes], dtype=np.uint64)
+    group_ids = np.unique(np.array([str(g) for g in groups]), return_inverse=True)[1]
+    out: list[tuple[int, int, int]] = []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        dist = _popcount(values[start:stop, None, :] ^ values[None, :, :]).sum(-1, dtype=np.int64)
+        ii, jj = np.nonzero(dist <= max_distance)
+        for i, j in zip(ii + start, jj):
+            if i < j and group_ids[i] != group_ids[j]:
+                out.append((int(i), int(j), int(dist[i - start, j])))
+    return sorted(out)
