@@ -478,22 +478,27 @@ def collect_cases(
                    file=sys.stderr)
         out.report.extend(ctx.report)
         skipped_files: set[str] = set()
-        for item, result in zip(items, iter_cases(ctx, items, workers, tracker)):
-            out.report.extend(result.report)
-            if any(e.kind == SKIPPED for e in result.report) and not result.cases:
-                skipped_files.update(item.paths)
-            for c in result.cases:
-                if c.case_id in seen:
-                    raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
-                                     source=src.name)
-                seen.add(c.case_id)
-                if c.rendered:
-                    out.refs[c.case_id] = spool.put(c.png)
-                    out.image_sha256[c.case_id] = hashlib.sha256(c.png).hexdigest()
-                tracker.seen(c)
-                out.cases.append(replace(c, png=b""))
-            bar.update(1)
-            failpoint("reading")
+        # Closed here, even on Ctrl-C: the pool stops now, not whenever the generator is collected
+        results = iter_cases(ctx, items, workers, tracker)
+        try:
+            for item, result in zip(items, results):
+                out.report.extend(result.report)
+                if any(e.kind == SKIPPED for e in result.report) and not result.cases:
+                    skipped_files.update(item.paths)
+                for c in result.cases:
+                    if c.case_id in seen:
+                        raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
+                                         source=src.name)
+                    seen.add(c.case_id)
+                    if c.rendered:
+                        out.refs[c.case_id] = spool.put(c.png)
+                        out.image_sha256[c.case_id] = hashlib.sha256(c.png).hexdigest()
+                    tracker.seen(c)
+                    out.cases.append(replace(c, png=b""))
+                bar.update(1)
+                failpoint("reading")
+        finally:
+            results.close()
         bar.close()
         files = sorted({p for item in items for p in item.paths} - skipped_files)
         out.inputs[src.name] = dict(sorted(

@@ -36,8 +36,6 @@ from .schemas import key_path
 from .taxonomy import LabelMap
 from .writer import MANIFEST
 
-ALL_ADMISSIBLE = 10**9  # ask the pools for every admissible distractor, borrowed ones included
-
 
 class PreviousQuestion(BaseModel):
     """What an incremental build needs from each line of the previous manifest."""
@@ -102,7 +100,7 @@ def stale_reasons(
         reasons.append(f"task changed from '{old['task']}' to '{case.task}'")
     if reasons:
         return reasons  # options and template are redrawn for the new answer anyway
-    admissible = set(pools.candidates(case, ALL_ADMISSIBLE))
+    admissible = {x for tier in pools.candidates(case) for x in tier}  # every tier the pools offer
     for option in old["options"]:
         if option != case.label and option not in admissible:
             reasons.append(f"option '{option}' may no longer be offered")

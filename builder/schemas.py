@@ -166,7 +166,6 @@ class VocabularyEntryShape(_Shape):
     department: StrictStr | None = None
     modalities: TextList = Field(default_factory=list)
     synonyms: TextList = Field(default_factory=list)
-    also: TextList = Field(default_factory=list)
 
 
 class VocabularyFileShape(_Shape):

@@ -48,7 +48,7 @@ _SCALARS = st.one_of(
 )
 _KEYS = st.one_of(_TEXT, st.integers(-3, 3), st.booleans(), st.none(), st.sampled_from([
     "labels", "label", "task", "department", "new_labels", "default", "synonyms", "modalities",
-    "also", "templates", "id", "granularity", "text", "tasks", "options", "build", "sources",
+    "placements", "templates", "id", "granularity", "text", "tasks", "options", "build", "sources",
     "name", "format", "root", "modality", "label_map", "license", "citation", "seed",
     "local_vocabulary_fallback", "per_label_cap", "vocabulary", "question_pool", "intensity",
 ]))
@@ -70,7 +70,7 @@ VALID_MAP: dict[str, Any] = {
 VALID_VOCAB: dict[str, Any] = {"labels": [
     {"label": "lung opacity", "task": "Disease Diagnosis", "department": "Pulmonary Medicine",
      "modalities": ["X-ray"], "synonyms": ["opacity", "opacities"]},
-    {"label": "pneumonia", "synonyms": ["lung infection"], "also": ["Disease Diagnosis"]},
+    {"label": "pneumonia", "synonyms": ["lung infection"]},
 ]}
 VALID_POOL = yaml.safe_load(DEFAULT_POOL.read_text())
 
