@@ -72,7 +72,10 @@ class CaseMaker:
         render: Callable[[], bytes], region: dict, pair_key: str, original_task: str,
         exclude: tuple[str, ...] = (), skipped: str = "",
     ) -> Case:
-        pair_id = stable_id(s.source, s.sample_id, std.label, pair_key)
+        # A target's identity is where it is (source, sample, raw label, region), not the answer:
+        # when a label map or vocabulary change renames the answer, the question keeps its id
+        # and index and is regenerated (rebuild.py).
+        pair_id = stable_id(s.source, s.sample_id, raw, pair_key)
         case_id = stable_id(pair_id, granularity)
         for key in ("max_side_scale", "min_side_scale"):  # region coordinates are rescaled
             if key in s.extra:

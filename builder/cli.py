@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BuildError
+from .lifecycle import Interrupted, install_signal_handlers
 
 # name -> ("module:function" relative to gmai_build, one-line help). One line per subcommand.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -78,6 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
     p.add_argument("--workers", type=int, help="worker processes (default: build.workers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--rebuild", action="store_true",
+                   help="start over: ignore the build already in --out (new indices, nothing reused)")
     p.add_argument("--circular", action="store_true",
                    help="also write CircularEval copies (<name>_circular_*.tsv; build.circular)")
     add_path_flag(p)
@@ -105,11 +108,12 @@ def cmd_build(argv: list[str]) -> int:
         for line in config.skipped:  # optional sources whose root is absent
             print(line, file=sys.stderr)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
+    notices: list[str] = []  # what changed since the previous build in --out (rebuild.py)
     summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
-                    show_paths=args.show_paths)
+                    show_paths=args.show_paths, notify=notices.append, rebuild=args.rebuild)
     if not silent:
         print(short_summary(summary, config.build.name, Path(out)))
-        print(coverage_lines(Path(out), short=True))
+        print("\n".join([coverage_lines(Path(out), short=True), *notices]))
     return 0
 
 
@@ -121,6 +125,7 @@ def _resolve(name: str) -> Callable[[list[str]], int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    install_signal_handlers()
     if argv[:1] and argv[0] in SUBCOMMANDS:
         command, rest = _resolve(argv[0]), argv[1:]
     else:
@@ -141,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
-    except KeyboardInterrupt:
-        print("gmai-build: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM: see lifecycle.py; outdir.py's layout
+        name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"gmai-build: interrupted by {name}; the output folder holds the last complete "
+              "build, nothing partial", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .schemas import read_yaml_text
 
 if TYPE_CHECKING:
     from .cards import Card
@@ -276,11 +276,7 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    text, data = read_yaml_text(path, "sources file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'build' and 'sources' keys")
     from .cards import expand_dataset_entries  # `dataset:` entries -> full sources (cards.py)

@@ -339,7 +339,7 @@ def safe_custom_name(name: str) -> str:
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
-        os.link(src, dst)
+        os.link(src.resolve(), dst)  # the file, not the build folder's link to it (outdir.py)
     except OSError:
         shutil.copyfile(src, dst)
 

@@ -29,9 +29,11 @@ from .circular import write_circular
 from .config import BuildSettings, Config, SourceConfig
 from .converters import Converter, Item, get_converter
 from .converters.base import Note
-from .coverage import COVERAGE_JSON, COVERAGE_MD, coverage_lines, write_coverage
+from .coverage import coverage_lines, write_coverage
 from .dedup import near_duplicate_pairs
 from .errors import BuildError, ConfigError
+from .lifecycle import failpoint, worker_pool
+from .outdir import OutputFolder
 from .privacy import Privacy, redact_error, relative_to_root, resolve_salt
 from .questions import (
     AnswerBalance,
@@ -41,6 +43,7 @@ from .questions import (
     make_question,
     reuse_question,
 )
+from .rebuild import Reuse, pair_staleness, previous_questions, summarize
 from .report import SKIPPED, Entry, summary_section
 from .samples import (
     BOX_LEVEL,
@@ -66,9 +69,6 @@ from .writer import (
     ImageSpool,
     answer_key_row,
     b64,
-    publish,
-    read_manifest,
-    staging,
     summary_markdown,
     summary_tables,
     test_views,
@@ -368,15 +368,17 @@ def iter_cases(
         return
     # fork: workers inherit the context (converter, label map, tracker) without pickling it;
     # the tracker's thresholds live in a manager so that workers see them tighten.
-    with mp.get_context("fork").Manager() as manager:
-        shared = manager.dict(tracker.thresholds)
+    # Both die with this process (even on SIGKILL) and leave Ctrl-C to it: see lifecycle.py.
+    with worker_pool(mp.get_context("fork"), workers, tracker.thresholds) as (pool, shared):
         tracker.thresholds = shared
         try:
-            with mp.get_context("fork").Pool(workers) as pool:
-                chunk = max(1, min(16, len(items) // (4 * workers)))
-                yield from pool.imap(_cases_of_item, items, chunksize=chunk)
+            chunk = max(1, min(16, len(items) // (4 * workers)))
+            yield from pool.imap(_cases_of_item, items, chunksize=chunk)
         finally:
-            tracker.thresholds = dict(shared)
+            try:
+                tracker.thresholds = dict(shared)
+            except Exception:  # unwinding from Ctrl-C mid-call: thresholds only save work
+                tracker.thresholds = {}
 
 
 
@@ -404,12 +406,14 @@ def prefilter_items(
     best: dict[str, list[tuple[str, int]]] = defaultdict(list)
     keep: set[int] = set()
     for n, item in enumerate(items):
+        labels_seen: set[str] = set()  # as CaseMaker: the first raw label of a canonical label
         for raw in item.labels or ():
             std = ctx.label_map.lookup(raw, file=item.paths[0] if item.paths else None)
-            if std is None:
+            if std is None or std.label in labels_seen:
                 continue
+            labels_seen.add(std.label)
             sample_id = ctx.privacy.sample_id(ctx.config.name, item.key)
-            pair_id = stable_id(ctx.config.name, sample_id, std.label, "image")
+            pair_id = stable_id(ctx.config.name, sample_id, raw, "image")
             if stable_id(pair_id, IMAGE_LEVEL) in previous:
                 keep.add(n)
             best[std.label].append((rank(seed, pair_id), n))
@@ -474,21 +478,27 @@ def collect_cases(
                    file=sys.stderr)
         out.report.extend(ctx.report)
         skipped_files: set[str] = set()
-        for item, result in zip(items, iter_cases(ctx, items, workers, tracker)):
-            out.report.extend(result.report)
-            if any(e.kind == SKIPPED for e in result.report) and not result.cases:
-                skipped_files.update(item.paths)
-            for c in result.cases:
-                if c.case_id in seen:
-                    raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
-                                     source=src.name)
-                seen.add(c.case_id)
-                if c.rendered:
-                    out.refs[c.case_id] = spool.put(c.png)
-                    out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
-                tracker.seen(c)
-                out.cases.append(replace(c, png=b""))
-            bar.update(1)
+        # Closed here, even on Ctrl-C: the pool stops now, not whenever the generator is collected
+        results = iter_cases(ctx, items, workers, tracker)
+        try:
+            for item, result in zip(items, results):
+                out.report.extend(result.report)
+                if any(e.kind == SKIPPED for e in result.report) and not result.cases:
+                    skipped_files.update(item.paths)
+                for c in result.cases:
+                    if c.case_id in seen:
+                        raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
+                                         source=src.name)
+                    seen.add(c.case_id)
+                    if c.rendered:
+                        out.refs[c.case_id] = spool.put(c.png)
+                        out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
+                    tracker.seen(c)
+                    out.cases.append(replace(c, png=b""))
+                bar.update(1)
+                failpoint("reading")
+        finally:
+            results.close()
         bar.close()
         files = sorted({p for item in items for p in item.paths} - skipped_files)
         out.inputs[src.name] = dict(sorted(
@@ -511,10 +521,12 @@ def input_checksum(ctx: SourceContext, entry: str) -> str:
 def make_questions(
     cases: list[Case], vocab: Vocabulary, pool: QuestionPool, config: Config,
     previous: dict[str, dict], splits: dict[tuple[str, str], str] | None = None,
-) -> tuple[list[Question], set[str], Counter[str]]:
+) -> tuple[list[Question], set[str], Counter[str], Reuse]:
     """Cap, then one question per selected case: previous questions reused as they were.
 
-    Returns the questions, the ids of the reused ones, and skipped cases counted by reason.
+    Previous questions whose answer, task, options or template changed are regenerated
+    (rebuild.py). Returns the questions, the ids of the reused ones, skipped cases counted by
+    reason, and which previous questions were regenerated (and why) or could not be made.
     ``splits`` ((source, group) -> split, from :func:`plan_split`) lets answer letters balance
     within each split, so VAL and TEST are each unbiased on their own.
     """
@@ -526,7 +538,9 @@ def make_questions(
     split_map = splits or {}
     balance = AnswerBalance(lambda c: split_map.get((c.source, c.group), ""))
     questions: list[Question] = []
-    reused = [c for c in selected if _reusable(previous.get(c.case_id), c)]
+    skipped: Counter[str] = Counter()
+    reuse = Reuse(pair_staleness(selected, previous, pools, pool, b.options))
+    reused = [c for c in selected if c.case_id in previous and c.case_id not in reuse.regenerated]
     # The mask and contour questions of one target share their options and answer letter.
     partners: dict[str, Question] = {}
     for c in reused:
@@ -545,6 +559,7 @@ def make_questions(
             why = (" (Image Level: distractors are the source's other labels, and it has none)"
                    if c.granularity == IMAGE_LEVEL else f" ({c.granularity})")
             skipped[f"{c.source}: no distractor for '{c.label}'{why}"] += 1
+            reuse.unanswerable.add(c.case_id)
             continue
         questions.append(q)
         if cap_family(c.granularity) == "segmentation":
@@ -553,7 +568,7 @@ def make_questions(
     if not questions:
         raise BuildError("no question could be made: every source yields none ("
                          + "; ".join(f"{k} x{n}" for k, n in sorted(skipped.items())) + ")")
-    return questions, reused_ids, skipped
+    return questions, reused_ids, skipped, reuse
 
 
 def askable_cases(cases: list[Case]) -> list[Case]:
@@ -624,7 +639,7 @@ def number_and_split(
     records = []
     for q in questions:
         c = q.case
-        if c.case_id in reused_ids:
+        if c.case_id in previous:  # reused or regenerated: the same target keeps its index
             index = previous[c.case_id]["index"]
         else:
             index, next_index = next_index, next_index + 1
@@ -671,6 +686,7 @@ def write_outputs(
             yield {**row, **r["test_view"]} if blind else row
 
     write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))
+    failpoint("writing")
     write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows, blind=True))
     write_tsv(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS,
               (answer_key_row(r) for r in test_rows))
@@ -689,45 +705,64 @@ def build(
     progress: bool = True,
     log: Callable[[str], None] = print,
     show_paths: bool = False,
+    rebuild: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole build and publish into ``out_dir``; returns the summary."""
+    """Run the whole build and publish it into ``out_dir`` atomically; returns the summary.
+
+    ``log`` gets the full summary; ``notify`` (default: ``log``) what a user must be told:
+    debris of an interrupted build removed, questions regenerated or removed since the
+    previous build (rebuild.py). ``rebuild`` ignores the build already in ``out_dir``.
+    """
+    notify = notify or log
     n_workers = workers if workers is not None else (config.build.workers or default_workers())
     vocab, contexts, pool = prepare(config, show_paths)
-    previous = read_manifest(out_dir)
     privacy = next(iter(contexts.values())).privacy
-    check_same_salt(out_dir, privacy, config)
     for ctx in contexts.values():  # cheap checks for every source before any image is read
         ctx.items = discover(ctx)
         check_known_labels(ctx, ctx.items)
 
-    with staging(out_dir) as stage:
-        spool = ImageSpool(stage / "images.spool")
-        try:
-            got = collect_cases(contexts, config, previous, spool, n_workers, progress)
-            splits, split_report = plan_split(got.cases, config, previous)
-            questions, reused_ids, skipped = make_questions(got.cases, vocab, pool, config,
-                                                            previous, splits)
-            records, split_report = number_and_split(questions, reused_ids, previous, config,
-                                                     got.image_sha256, splits, split_report)
-            test_views(records, vocab)
-            summary = summary_tables(records)
-            summary["skipped"] = dict(sorted(skipped.items()))
-            summary.update(summary_section(got.report))
-            summary["split"] = split_report
-            info = _build_info(config, got.inputs, summary, previous)
-            info["salt_check"] = privacy.check_value
-            outputs = write_outputs(stage, config, records, spool, got.refs, summary, info)
-            if config.build.circular:
-                outputs += write_circular(stage, config.build.name)
-            write_coverage(stage, records, config.build.name, vocab)
-            outputs += [COVERAGE_JSON, COVERAGE_MD]
-        finally:
-            spool.close()
-        publish(stage, out_dir, outputs)
-    if not config.build.circular:
+    folder = OutputFolder(out_dir)
+    with folder.locked():
+        removed = folder.remove_leftovers()
+        if removed:
+            notify(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
+        if not rebuild:
+            check_same_salt(out_dir, privacy, config)
+        previous = {} if rebuild else previous_questions(out_dir)
+        with folder.staging() as stage:
+            spool = ImageSpool(stage / "images.spool")
+            try:
+                got = collect_cases(contexts, config, previous, spool, n_workers, progress)
+                splits, split_report = plan_split(got.cases, config, previous)
+                questions, reused_ids, skipped, reuse = make_questions(
+                    got.cases, vocab, pool, config, previous, splits)
+                records, split_report = number_and_split(questions, reused_ids, previous, config,
+                                                         got.image_sha256, splits, split_report)
+                test_views(records, vocab)
+                summary = summary_tables(records)
+                summary["skipped"] = dict(sorted(skipped.items()))
+                summary.update(summary_section(got.report))
+                summary["split"] = split_report
+                changes = summarize(previous, records, reuse, got.cases,
+                                    {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
+                info = _build_info(config, got.inputs, summary, previous)
+                info["salt_check"] = privacy.check_value
+                info["changes"] = changes.to_json()
+                write_outputs(stage, config, records, spool, got.refs, summary, info)
+                if config.build.circular:
+                    write_circular(stage, config.build.name)
+                write_coverage(stage, records, config.build.name, vocab)
+            finally:
+                spool.close()
+                spool.path.unlink(missing_ok=True)
+            folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
+    if not config.build.circular:  # (publish already dropped the links of files it no longer has)
         remove_stale_circular(out_dir, config.build.name)
     log(summary_markdown(summary, config.build.name))
     log(coverage_lines(out_dir))
+    for line in changes.lines():
+        notify(line)
     return summary
 
 
@@ -752,10 +787,6 @@ def check_same_salt(out_dir: Path, privacy: Privacy, config: Config) -> None:
             f"{out_dir} was built with another salt than {where}: its groups, sample ids and "
             "question identities would all change. Use the salt of that build (build.salt), or "
             "build into a new folder")
-
-
-def _reusable(old: dict | None, c: Case) -> bool:
-    return old is not None and old["category"] == c.label and old["source"] == c.source
 
 
 def _check_no_leak(records: list[dict[str, Any]]) -> None:

@@ -25,13 +25,12 @@ from typing import Any
 
 from .circular import OFFSET
 from .errors import BuildError
+from .outdir import OutputFolder
 from .taxonomy import normalize_key
 from .writer import (
     BUILD_INFO,
     MANIFEST,
-    publish,
     read_tsv_rows,
-    staging,
     summary_markdown,
     summary_tables,
     tsv_writer,
@@ -140,25 +139,28 @@ def write_subset(build: Path, out: Path, selection: Selection, name: str | None 
     name = name or f"{build_name}_subset"
     keep = {int(r["index"]) for r in chosen}
     files: dict[str, int] = {}
-    with staging(out) as stage:
-        for src in sorted(build.glob(f"{build_name}_*.tsv")):
-            target = name + src.name[len(build_name):]
-            files[target] = _copy_rows(src, stage / target, keep)
-        write_jsonl(stage / MANIFEST, chosen)
-        summary = summary_tables(chosen)
-        write_json(stage / "summary.json", summary)
-        (stage / "summary.md").write_text(summary_markdown(summary, name), encoding="utf-8")
-        info = {
-            "tool": "gmai-build subset",
-            "from": str(build.resolve()),
-            "from_name": build_name,
-            "name": name,
-            "filters": selection.describe(),
-            "questions": len(chosen),
-            "rows": files,
-        }
-        write_json(stage / SUBSET_INFO, info)
-        publish(stage, out, [*files, "summary.json", "summary.md", SUBSET_INFO, MANIFEST])
+    folder = OutputFolder(out)  # the same atomic layout as a build (outdir.py)
+    with folder.locked():
+        folder.remove_leftovers()
+        with folder.staging() as stage:
+            for src in sorted(build.glob(f"{build_name}_*.tsv")):
+                target = name + src.name[len(build_name):]
+                files[target] = _copy_rows(src, stage / target, keep)
+            write_jsonl(stage / MANIFEST, chosen)
+            summary = summary_tables(chosen)
+            write_json(stage / "summary.json", summary)
+            (stage / "summary.md").write_text(summary_markdown(summary, name), encoding="utf-8")
+            info = {
+                "tool": "gmai-build subset",
+                "from": str(build.resolve()),
+                "from_name": build_name,
+                "name": name,
+                "filters": selection.describe(),
+                "questions": len(chosen),
+                "rows": files,
+            }
+            write_json(stage / SUBSET_INFO, info)
+            folder.publish(stage, last=MANIFEST)
     return info
 
 

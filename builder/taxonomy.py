@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .schemas import label_map_data, read_yaml, vocabulary_data
 
 LABEL_MAPS = Path(__file__).resolve().parent.parent / "label_maps"
 if not (LABEL_MAPS / "tree.yaml").is_file():  # installed (non-editable): data is a subpackage
@@ -120,7 +121,7 @@ class Vocabulary:
 
     def add_file(self, path: Path) -> None:
         """Add every entry of a vocabulary file; all bad entries are reported in one error."""
-        data = _read_yaml(path)
+        data = vocabulary_data(path)
         problems = []
         for i, raw in enumerate(data.get("labels") or []):
             try:
@@ -257,10 +258,7 @@ class LabelMap:
         self.source = source
         self.modality = modality  # a label's placement may depend on the source's modality
         self.vocab = vocab
-        data = _read_yaml(path)
-        if "verified" in data:  # a dataset card (cards.py): its label map is these keys of it
-            data = {k: v for k, v in data.items() if k in ("labels", "department", "new_labels",
-                                                           "default", "description")}
+        data = label_map_data(path)
         unknown = set(data) - {"labels", "department", "new_labels", "source", "description",
                                "default"}
         if unknown:
@@ -383,12 +381,7 @@ def _raw_text(raw: Any) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping")
     return data

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .schemas import read_yaml
 from .taxonomy import GRANULARITIES, LABEL_MAPS, MODALITIES, TASKS, Vocabulary, normalize_key
 
 DEFAULT_POOL = Path(__file__).resolve().parent.parent / "question_pools" / "default.yaml"
@@ -247,10 +248,7 @@ class QuestionPool:
 
 def _read_spec(path: Path) -> _PoolFile:
     """The pool file, type-checked; wrong types are errors naming file and key path."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read question pool: {exc}") from exc
+    data = read_yaml(path, "question pool")  # not UTF-8, not YAML...: one ConfigError
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'groups' or 'templates'")
     try:

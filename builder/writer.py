@@ -6,9 +6,8 @@ option's text), so VLMEvalKit's ``report_acc`` still groups by it; the task and 
 columns are shown only when every option of the question shares them (else empty, which
 VLMEvalKit groups as 'None'). The true values go to the answer key and the manifest.
 
-Everything is written into a staging folder inside the output folder and only moved into place
-(``os.replace``, atomic per file) once the whole build succeeded, so a failed build leaves the
-previous outputs as they were and no partial file behind.
+Everything is written into a staging folder that :mod:`outdir` publishes in one atomic step once
+the whole build succeeded, so a failed build leaves the previous outputs as they were.
 """
 
 from __future__ import annotations
@@ -18,12 +17,9 @@ import csv
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,24 +132,6 @@ def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
                 rec = json.loads(line)
                 records[rec["case_id"]] = rec
     return records
-
-
-@contextmanager
-def staging(out_dir: Path):
-    """A private folder beside the outputs; published by :func:`publish`, removed on error."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def publish(stage: Path, out_dir: Path, names: list[str]) -> None:
-    """Move finished files into place; the manifest goes last (it marks a complete build)."""
-    ordered = sorted(names, key=lambda n: n == MANIFEST)
-    for name in ordered:
-        os.replace(stage / name, out_dir / name)
 
 
 def test_views(records: list[dict[str, Any]], vocab: Vocabulary) -> None:

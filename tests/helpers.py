@@ -106,3 +106,46 @@ def sample_token(source: str, raw: str) -> str:
 
 def file_token(source: str, relative: str) -> str:
     return privacy().file(source, relative)
+
+
+def published(out: Path) -> dict[str, str]:
+    """sha256 of every file a reader sees at the top of an output folder (links followed)."""
+    return {p.name: sha256(p) for p in sorted(out.iterdir())
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def leftovers(out: Path) -> list[str]:
+    """What a build must never leave: staging, unpublished build folders, stray links."""
+    found = [p.name for p in out.iterdir()
+             if p.name.startswith(".staging") or p.name.endswith(".new")
+             or (p.is_symlink() and not p.exists())]
+    builds = out / ".builds"
+    if builds.is_dir():
+        current = (out / "current").resolve()
+        found += [f".builds/{p.name}" for p in builds.iterdir() if p.resolve() != current]
+    return found
+
+
+XRAY_CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
+
+
+def xray_class_folders(root: Path, classes: dict[str, int], offset: int = 0) -> None:
+    """Real PneumoniaMNIST chest X-rays saved as ``root/<class>/<k>.png``, ``n`` per class.
+
+    The images are real; the class names are whatever the test needs (pipeline mechanics:
+    label maps, options, rebuilds), taken in a fixed order so every call is reproducible.
+    """
+    from PIL import Image
+
+    images = np.load(realdata("medmnist", "pneumoniamnist.npz"))["test_images"]
+    k = offset
+    for cls, n in classes.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            Image.fromarray(images[k]).save(root / cls / f"{k:04d}.png")
+            k += 1
+
+
+def xray_source(name: str = "xr", root: str = "imgs", label_map: str = "map.yaml") -> dict:
+    return {"name": name, "format": "folder_per_class", "root": root, "modality": "X-ray",
+            "label_map": label_map, **XRAY_CITE}

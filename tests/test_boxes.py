@@ -27,7 +27,7 @@ from gmai_build.converters.base import Item
 from gmai_build.errors import BuildError
 from gmai_build.image2d import read_image
 from gmai_build.pipeline import build
-from helpers import group_token
+from helpers import group_token, leftovers
 
 REALDATA = Path(os.environ.get("GMAI_REALDATA",
                                Path(__file__).resolve().parents[1].parent / "shared" / "realdata"))
@@ -251,7 +251,7 @@ def good_then_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str], sources: P
     err = capsys.readouterr().err
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before, "a failed build must leave the previous build untouched"
-    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+    assert not leftovers(out)
     assert "source 'bccd'" in err
     return err
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gmai_build.cli import main
-from helpers import file_token, realdata, sha256, write_yaml
+from helpers import file_token, leftovers, published, realdata, write_yaml
 from PIL import Image
 
 CITE = {"license": "CC BY 4.0", "citation": "Yang J. et al. MedMNIST v2. Sci Data 2023"}
@@ -37,7 +36,7 @@ def good(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _snapshot(out: Path) -> dict[str, str]:
-    return {p.name: sha256(p) for p in sorted(out.iterdir())}
+    return published(out)
 
 
 def _fails(cfg: Path, out: Path, capsys, *needles: str) -> str:
@@ -48,7 +47,7 @@ def _fails(cfg: Path, out: Path, capsys, *needles: str) -> str:
     for needle in needles:
         assert needle in err, f"{needle!r} not in {err!r}"
     assert _snapshot(out) == before, "a failed build must leave the previous outputs untouched"
-    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+    assert not leftovers(out)
     return err
 
 
@@ -150,4 +149,4 @@ def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypa
         pipeline.build(__import__("gmai_build.config").config.load_config(cfg), out,
                        workers=1, progress=False, log=lambda s: None)
     assert _snapshot(out) == before
-    assert not [p for p in os.listdir(out) if p.startswith(".staging")]
+    assert not leftovers(out)

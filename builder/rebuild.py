@@ -1,0 +1,265 @@
+"""Incremental builds: which previous questions are kept, regenerated or removed, and why.
+
+A question is identified by its target (source, sample, raw label, region, granularity: the
+case id), not by its answer. Building into a folder that holds a build reuses each previous
+question whose target is still produced, *as it was*, unless something it depended on changed:
+
+* its answer: the label map or vocabulary now gives the raw label another canonical label;
+* its clinical VQA task (templates and option pools are chosen per task);
+* an option: a distractor that this target may no longer be offered (gone from the build's
+  labels, from the vocabulary, now a true label of the image, or the pool no longer borrows
+  from the vocabulary), or an option count outside the configured ``options`` range;
+* its template: gone from the question pool, or its text changed.
+
+Such a question is regenerated (new options and letter, same index, same split); a question
+whose target is no longer produced is removed (its index is not reused). A kept question whose
+department, modality, original task or split changed (a label map's department, a new
+``val_fraction``) keeps its question and options and is listed as updated. What changed, and
+why, is printed and recorded in ``build.json`` under ``changes``. ``gmai-build --rebuild``
+ignores the previous build altogether.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from .config import OptionCount
+from .errors import BuildError
+from .questions import DistractorPools, QuestionPool
+from .samples import Case
+from .schemas import key_path
+from .taxonomy import LabelMap
+from .writer import MANIFEST
+
+
+class PreviousQuestion(BaseModel):
+    """What an incremental build needs from each line of the previous manifest."""
+
+    model_config = ConfigDict(extra="allow")
+    case_id: StrictStr
+    index: StrictInt
+    source: StrictStr
+    raw_label: StrictStr
+    category: StrictStr
+    task: StrictStr
+    split: StrictStr
+    template_id: StrictStr
+    question: StrictStr
+    options: list[StrictStr]
+    answer: StrictStr
+
+
+def previous_questions(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The questions of the build published in ``out_dir``, by case id (empty if none).
+
+    A manifest that cannot be continued (edited by hand, written by an incompatible version)
+    is an error that says so and names ``--rebuild``, never a traceback.
+    """
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    records: dict[str, dict[str, Any]] = {}
+    hint = "; the build in this folder cannot be continued: fix it, or start over with --rebuild"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read the previous manifest: {exc}{hint}", file=path) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = PreviousQuestion.model_validate(json.loads(line)).model_dump()
+        except json.JSONDecodeError as exc:
+            raise BuildError(f"line {n}: not valid JSON ({exc.msg}){hint}", file=path) from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise BuildError(f"line {n}: {key_path(err['loc']) or 'record'}: {err['msg']}{hint}",
+                             file=path) from None
+        if rec["case_id"] in records or not 0 < len(rec["options"]) <= 5 or rec["answer"] not in (
+                "ABCDE"[:len(rec["options"])]):
+            raise BuildError(f"line {n}: duplicate case id or answer without option{hint}",
+                             file=path)
+        records[rec["case_id"]] = rec
+    return records
+
+
+def stale_reasons(
+    old: dict[str, Any], case: Case, pools: DistractorPools, templates: QuestionPool,
+    option_count: OptionCount,
+) -> list[str]:
+    """Why the previous question of this target can no longer be reused (empty: reuse it)."""
+    reasons = []
+    if old["category"] != case.label:
+        reasons.append(f"answer changed from '{old['category']}' to '{case.label}'")
+    if old["task"] != case.task:
+        reasons.append(f"task changed from '{old['task']}' to '{case.task}'")
+    if reasons:
+        return reasons  # options and template are redrawn for the new answer anyway
+    admissible = {x for tier in pools.candidates(case) for x in tier}  # every tier the pools offer
+    for option in old["options"]:
+        if option != case.label and option not in admissible:
+            reasons.append(f"option '{option}' may no longer be offered")
+    n = len(old["options"])
+    if n > option_count.max or (n < option_count.min and len(admissible) + 1 > n):
+        reasons.append(f"{n} options, outside options {option_count.min}-{option_count.max}")
+    by_id = {t.id: t for t in templates.templates}
+    template = by_id.get(old["template_id"])
+    if template is None or template.granularity != case.granularity:
+        reasons.append(f"template '{old['template_id']}' is no longer in the question pool")
+    elif template.render(case.modality) != old["question"]:
+        reasons.append(f"template '{old['template_id']}' text changed")
+    return reasons
+
+
+@dataclass
+class Changes:
+    """What this build changed relative to the build it found in the output folder."""
+
+    previous: int = 0  # questions in the previous build
+    kept: int = 0
+    added: int = 0
+    regenerated: list[dict[str, Any]] = field(default_factory=list)  # index, category, reasons
+    removed: list[dict[str, Any]] = field(default_factory=list)  # index, category, reason
+    updated: list[dict[str, Any]] = field(default_factory=list)  # kept; columns changed, why
+    rebuild: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rebuild": self.rebuild, "previous_questions": self.previous, "kept": self.kept,
+            "added": self.added,
+            "regenerated": sorted(self.regenerated, key=lambda r: r["index"]),
+            "removed": sorted(self.removed, key=lambda r: r["index"]),
+            "updated": sorted(self.updated, key=lambda r: r["index"]),
+        }
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """What a user reads after the build (the full list is in build.json)."""
+        if self.rebuild:
+            return ["rebuilt from scratch (--rebuild): previous questions and indices ignored"]
+        if not self.previous:
+            return []
+        out = [f"changes since the previous build: {self.kept} kept, "
+               f"{len(self.regenerated)} regenerated, {len(self.removed)} removed, "
+               f"{self.added} added"
+               + (f" ({len(self.updated)} kept with changed columns)" if self.updated else "")]
+        # One line per (what happened, why), listing the questions: a label map edit often
+        # touches many questions for the same reason.
+        groups: dict[str, list[int]] = {}
+        for what, records, why in (("regenerated", self.regenerated, "reasons"),
+                                   ("removed", self.removed, "reason"),
+                                   ("kept", self.updated, "reasons")):
+            for r in records:
+                reason = r[why] if isinstance(r[why], str) else "; ".join(r[why])
+                groups.setdefault(f"{what}: {reason}", []).append(r["index"])
+        ordered = sorted(groups.items(), key=lambda kv: min(kv[1]))
+        for event, indices in ordered[:limit]:
+            label = "question" if len(indices) == 1 else "questions"
+            out.append(f"  {label} {_ranges(sorted(indices))} {event}")
+        if len(ordered) > limit:
+            out.append(f"  ... and {len(ordered) - limit} more (build.json: changes)")
+        return out
+
+
+def _ranges(indices: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    spans: list[list[int]] = []
+    for i in indices:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+@dataclass
+class Reuse:
+    """What make_questions did with the previous questions of the selected targets."""
+
+    regenerated: dict[str, list[str]] = field(default_factory=dict)  # case id -> reasons
+    unanswerable: set[str] = field(default_factory=set)  # selected, but no distractor left
+
+
+def removal_reason(old: dict[str, Any], all_cases: dict[str, Case],
+                   label_maps: dict[str, LabelMap], skipped: set[str]) -> str:
+    """Why a previous question's target is not in this build."""
+    label_map = label_maps.get(old["source"])
+    if label_map is None:
+        return f"source '{old['source']}' is no longer in the sources file"
+    if old["case_id"] in skipped:
+        return "no distractor is left for its answer"
+    if old["case_id"] in all_cases:
+        return "not selected: the per-label cap is full"
+    try:
+        dropped = label_map.lookup(old["raw_label"]) is None
+    except BuildError:  # not a single raw label (merged masks 'a+b'), or no longer mapped
+        dropped = False
+    if dropped:
+        return f"the label map now drops raw label '{old['raw_label']}'"
+    return (f"its target (raw label '{old['raw_label']}') is no longer produced: its image or "
+            "annotation is gone or changed, or the label map now merges or splits it")
+
+
+# Columns a kept question may change without a new question: its place in the tree, its split.
+_METADATA = ("department", "modality", "original_task", "split")
+
+
+def metadata_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How a kept question's columns changed (the question, options and answer did not)."""
+    return [f"{key} changed from '{old.get(key)}' to '{new[key]}'"
+            for key in _METADATA if old.get(key) != new[key]]
+
+
+def summarize(
+    previous: dict[str, dict[str, Any]], records: list[dict[str, Any]], reuse: Reuse,
+    all_cases: list[Case], label_maps: dict[str, LabelMap], rebuild: bool,
+) -> Changes:
+    """Compare the previous build's records with this build's."""
+    changes = Changes(previous=len(previous), rebuild=rebuild)
+    current = {r["case_id"]: r for r in records}
+    for r in records:
+        if r["case_id"] not in previous:
+            changes.added += 1
+        elif r["case_id"] in reuse.regenerated:
+            changes.regenerated.append({"index": r["index"], "category": r["category"],
+                                        "reasons": reuse.regenerated[r["case_id"]]})
+        else:
+            changes.kept += 1
+            moved = metadata_changes(previous[r["case_id"]], r)
+            if moved:
+                changes.updated.append({"index": r["index"], "category": r["category"],
+                                        "reasons": moved})
+    by_id = {c.case_id: c for c in all_cases}
+    for case_id, old in previous.items():
+        if case_id not in current:
+            changes.removed.append({"index": old["index"], "category": old["category"],
+                                    "reason": removal_reason(old, by_id, label_maps,
+                                                             reuse.unanswerable)})
+    return changes
+
+
+def pair_staleness(
+    selected: list[Case], previous: dict[str, dict[str, Any]], pools: DistractorPools,
+    templates: QuestionPool, option_count: OptionCount,
+) -> dict[str, list[str]]:
+    """case id -> reasons, for every selected case with a previous question to regenerate.
+
+    The mask and contour questions of one target share options and letter, so when one of
+    them must be regenerated, both are.
+    """
+    reasons: dict[str, list[str]] = {}
+    by_pair: dict[str, list[Case]] = {}
+    for c in selected:
+        by_pair.setdefault(c.pair_id, []).append(c)
+    for cases in by_pair.values():
+        olds = [(c, previous[c.case_id]) for c in cases if c.case_id in previous]
+        found = {c.case_id: stale_reasons(old, c, pools, templates, option_count) for c, old in olds}
+        if any(found.values()):
+            shared = list(dict.fromkeys(x for rs in found.values() for x in rs))
+            for c, _ in olds:
+                reasons[c.case_id] = found[c.case_id] or shared
+    return reasons
