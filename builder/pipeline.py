@@ -538,7 +538,6 @@ def make_questions(
     split_map = splits or {}
     balance = AnswerBalance(lambda c: split_map.get((c.source, c.group), ""))
     questions: list[Question] = []
-    skipped: Counter[str] = Counter()
     reuse = Reuse(pair_staleness(selected, previous, pools, pool, b.options))
     reused = [c for c in selected if c.case_id in previous and c.case_id not in reuse.regenerated]
     # The mask and contour questions of one target share their options and answer letter.
