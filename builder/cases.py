@@ -52,6 +52,11 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def keep_all(pair_id: str, case_id: str, label: str, granularity: str) -> bool:
+    """Draw every case (a module function, unlike a lambda, pickles)."""
+    return True
+
+
 class CaseMaker:
     """Turns Slice2D objects of one source into Cases (labels standardised, overlays drawn)."""
 
@@ -61,7 +66,7 @@ class CaseMaker:
         # Asked before drawing and encoding a case: (pair_id, case_id, label, granularity) ->
         # False when the per-label cap can no longer select it. Such cases are still returned
         # (their labels feed the distractor pools) but with ``png=b""`` and ``rendered=False``.
-        self.keep: Callable[[str, str, str, str], bool] = lambda *_: True
+        self.keep: Callable[[str, str, str, str], bool] = keep_all
         self._hashed: tuple[Slice2D | None, str] = (None, "")
 
     def _std(self, raw: str, s: Slice2D) -> StandardLabel | None:

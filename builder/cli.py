@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BuildError
+from .executors import EXECUTORS
 from .lifecycle import Interrupted, install_signal_handlers
 
 # name -> ("module:function" relative to gmai_build, one-line help). One line per subcommand.
@@ -77,7 +78,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sources", required=True, type=Path, help="the sources.yaml to build")
     p.add_argument("--out", type=Path, help="output folder (default: build.out in the YAML)")
-    p.add_argument("--workers", type=int, help="worker processes (default: build.workers)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes (default: build.workers, else one per core)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where the workers run: local processes (default) or Ray "
+                        "(pip install 'gmai-build[ray]')")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="the Ray cluster to use with --executor ray (default: $RAY_ADDRESS, "
+                        "else a local Ray)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read every source again, ignoring and not writing the per-source cache "
+                        "(--out/.cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--rebuild", action="store_true",
                    help="start over: ignore the build already in --out (new indices, nothing reused)")
@@ -95,7 +106,7 @@ def cmd_build(argv: list[str]) -> int:
     from .config import load_config
     from .console import short_summary
     from .coverage import coverage_lines
-    from .pipeline import build
+    from .pipeline import RunOptions, build
 
     config = load_config(args.sources)
     out = args.out or config.build.out
@@ -109,8 +120,12 @@ def cmd_build(argv: list[str]) -> int:
             print(line, file=sys.stderr)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
     notices: list[str] = []  # what changed since the previous build in --out (rebuild.py)
-    summary = build(config, out, workers=args.workers, progress=progress, log=lambda _: None,
-                    show_paths=args.show_paths, notify=notices.append, rebuild=args.rebuild)
+    if args.ray_address and args.executor != "ray":
+        raise BuildError("--ray-address needs --executor ray")
+    run = RunOptions(workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                     cache=not args.no_cache, progress=progress)
+    summary = build(config, out, log=lambda _: None, show_paths=args.show_paths,
+                    notify=notices.append, rebuild=args.rebuild, run=run)
     if not silent:
         print(short_summary(summary, config.build.name, Path(out)))
         print("\n".join([coverage_lines(Path(out), short=True), *notices]))

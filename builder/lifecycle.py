@@ -4,10 +4,9 @@
   ``finally`` runs (the staging folder is removed, worker pools are terminated) and the CLI
   prints one line instead of a traceback. Further signals during that cleanup are ignored, so
   the cleanup itself is never cut short.
-* Worker pools and the multiprocessing manager run :func:`child_init`: they ignore SIGINT (the
-  parent decides what a Ctrl-C means; otherwise every worker prints its own traceback) and, on
-  Linux, ask the kernel to SIGKILL them when the parent dies, even by SIGKILL, so no orphan is
-  left behind.
+* Worker processes run :func:`child_init`: they ignore SIGINT (the parent decides what a
+  Ctrl-C means; otherwise every worker prints its own traceback) and, on Linux, ask the kernel
+  to SIGKILL them when the parent dies, even by SIGKILL, so no orphan is left behind.
 * :func:`deferred_signals` holds SIGINT/SIGTERM back while the new build is being published:
   the few renames of a publish happen all or not at all.
 * :func:`failpoint` lets the crash-safety tests kill or interrupt a real build at a named point
@@ -23,13 +22,9 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from multiprocessing.context import BaseContext
-from multiprocessing.managers import DictProxy, SyncManager
-from multiprocessing.pool import Pool
-from typing import Any
+from contextlib import contextmanager
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 FAILPOINT_ENV = "GMAI_BUILD_FAILPOINT"
 
@@ -51,7 +46,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    for s in _STOP_SIGNALS:  # one stop is enough: let the cleanup finish undisturbed
+    for s in STOP_SIGNALS:  # one stop is enough: let the cleanup finish undisturbed
         signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
 
@@ -60,7 +55,7 @@ def install_signal_handlers() -> None:
     """SIGINT and SIGTERM raise :class:`Interrupted` (main thread of the main process only)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for s in _STOP_SIGNALS:
+    for s in STOP_SIGNALS:
         signal.signal(s, _raise_interrupted)
 
 
@@ -74,63 +69,20 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-_STARTING_HELPERS = False  # True while worker_pool forks: see _child_signals
-
-
-def _child_signals() -> None:
-    """Right after a helper's fork: Ctrl-C is the parent's business, SIGTERM (Pool.terminate)
-    kills. The helper was forked with both signals blocked, so one sent before this point
-    (the parent may terminate a pool whose workers have not run yet) waits, and is delivered
-    now under these dispositions, never to the parent's Python handlers."""
-    if _STARTING_HELPERS:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_child_signals)
-
-
 def child_init(parent_pid: int) -> None:
-    """Initializer of pool workers and managers (pass ``os.getpid()`` of the parent)."""
+    """Initializer of worker processes (pass ``os.getpid()`` of the parent).
+
+    Ctrl-C is the parent's business (it reaches the whole process group; otherwise every
+    worker would print its own traceback), SIGTERM kills. Workers are started with both
+    signals blocked (:meth:`gmai_build.executors.ProcessExecutor.start`): one sent before this
+    point waited, and takes effect now under these dispositions.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-
-
-@contextmanager
-def worker_pool(
-    ctx: BaseContext, workers: int, shared: dict[str, Any]
-) -> Iterator[tuple[Pool, DictProxy]]:
-    """A pool of ``workers`` processes and a manager holding a copy of ``shared``.
-
-    Both run :func:`child_init` (die with this process, leave Ctrl-C to it) and are started
-    with SIGINT/SIGTERM held back: a signal arriving while they fork would otherwise leave a
-    manager that nobody shuts down (and that the interpreter waits for at exit), be lost in a
-    fork hook, or reach a worker before it dropped this process's handlers (then
-    ``Pool.terminate`` waits forever for it). Leaving the block terminates the pool, then
-    shuts the manager down.
-    """
-    global _STARTING_HELPERS
-    with ExitStack() as stack:
-        with deferred_signals():
-            _STARTING_HELPERS = True
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # (inherited)
-            try:
-                manager = SyncManager(ctx=ctx)
-                manager.start(child_init, (os.getpid(),))
-                stack.callback(manager.shutdown)
-                proxy = manager.dict(shared)
-                pool = ctx.Pool(workers, initializer=child_init, initargs=(os.getpid(),))
-                stack.callback(pool.terminate)
-                failpoint("helpers")  # (tests: a signal as the helpers are being started)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                _STARTING_HELPERS = False
-        yield pool, proxy
 
 
 @contextmanager
@@ -144,8 +96,8 @@ def deferred_signals() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    old = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
-    for s in _STOP_SIGNALS:
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
         signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
         yield

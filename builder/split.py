@@ -22,6 +22,13 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .dedup import near_duplicate_pairs
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .samples import Case
 
 VAL, TEST = "VAL", "TEST"
 
@@ -137,3 +144,41 @@ def assign_splits(
             quota[src] -= len(unit) if split == VAL else 0
             splits.update((g, split) for g in unit)
     return SplitPlan(splits, sorted(u for u in units if len(u) > 1))
+
+
+def plan_split(
+    cases: list[Case], config: Config, previous: dict[str, dict],
+) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
+    """The split of every group that will have questions, before any question is made.
+
+    Exact and near-duplicate pictures (perceptual hash without overlay) link their groups,
+    which then share one split (:func:`gmai_build.split.assign_splits`). Returns the splits and
+    the report for the summary (near-duplicate pairs name case ids; numbering adds indices).
+    """
+    from .selection import askable_cases, select_by_cap
+
+    b = config.build
+    selected = select_by_cap(askable_cases(cases), b.per_label_cap, b.seed, previous)
+    images: dict[tuple[str, str, str], Case] = {}  # one entry per distinct picture
+    for c in selected:
+        images.setdefault((c.source, c.group, c.phash), c)
+    firsts = [images[k] for k in sorted(images)]
+    pairs = near_duplicate_pairs([c.phash for c in firsts],
+                                 [(c.source, c.group) for c in firsts], b.near_duplicate_distance)
+    links = [((firsts[i].source, firsts[i].group), (firsts[j].source, firsts[j].group))
+             for i, j, _ in pairs]
+    before = {(r["source"], r["group"]): r["split"] for r in previous.values()}
+    plan = assign_splits({(c.source, c.group) for c in selected}, b.val_fraction, before, links)
+    # The report names questions by case id here and by index once numbered: never by sample
+    # id or group, which may be identifying folder names.
+    report = {
+        "val_fraction": b.val_fraction,
+        "near_duplicates": [
+            {"a_case": firsts[i].case_id, "b_case": firsts[j].case_id, "distance": d}
+            for i, j, d in pairs
+        ],
+        "kept_together": [list(unit) for unit in plan.together],
+    }
+    return plan.splits, report
+
+

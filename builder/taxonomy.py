@@ -353,6 +353,11 @@ class LabelMap:
             file=file,
         )
 
+    def wants(self, raw: Any) -> bool:
+        """False for a raw label the map drops: converters then never read its data. (A bound
+        method, unlike a lambda, pickles with the map for worker processes.)"""
+        return self.lookup(raw) is not None
+
     def unlisted_modality_labels(self) -> list[str]:
         """Canonical labels of this map that the vocabulary does not list for its modality."""
         if self.modality is None:

@@ -41,9 +41,9 @@ from .config import BuildSettings, Config, SourceConfig, load_config
 from .converters import Converter, Item, get_converter
 from .errors import BuildError, ConfigError
 from .image2d import IMAGE_SUFFIXES, image_size
-from .pipeline import configure_converter, make_privacy
 from .privacy import redact_lines
 from .questions import QuestionPool
+from .sources import configure_converter, make_privacy
 from .taxonomy import LabelMap, StandardLabel, Vocabulary, _base_vocabulary_files
 from .templates import check_pool
 

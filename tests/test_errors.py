@@ -136,7 +136,9 @@ def test_validate_catches_unknown_label_before_build(good, tmp_path, capsys) -> 
 
 def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypatch, capsys):
     """A crash while writing leaves the previous build intact (atomic publish)."""
+    import gmai_build.outputs as outputs
     import gmai_build.pipeline as pipeline
+    from gmai_build.config import load_config
 
     cfg, out = good
     before = _snapshot(out)
@@ -144,9 +146,8 @@ def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypa
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "write_jsonl", boom)
+    monkeypatch.setattr(outputs, "write_jsonl", boom)
     with pytest.raises(OSError):
-        pipeline.build(__import__("gmai_build.config").config.load_config(cfg), out,
-                       workers=1, progress=False, log=lambda s: None)
+        pipeline.build(load_config(cfg), out, workers=1, progress=False, log=lambda s: None)
     assert _snapshot(out) == before
     assert not leftovers(out)

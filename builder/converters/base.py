@@ -54,6 +54,11 @@ class Note:
     count: int = 1
 
 
+
+def want_all(raw: str) -> bool:
+    """Every raw label is wanted (a module function, unlike a lambda, pickles)."""
+    return True
+
 class Converter:
     """Base class: subclasses set ``format`` and ``Options`` and implement discover/load.
 
@@ -75,7 +80,7 @@ class Converter:
         self.allow_outside_root = False
         self.max_pixels = 100_000_000
         self.max_voxels = 1_000_000_000
-        self.wanted: Callable[[str], bool] = lambda raw: True
+        self.wanted: Callable[[str], bool] = want_all
         self.notes: list[Note] = []
 
     def configure(self, *, on_error: Literal["fail", "skip"] = "fail",

@@ -1,0 +1,140 @@
+"""Reading stage (driver side): every source's items -> case metadata and PNG files.
+
+Sources whose cache entry still holds are reused as they are; the others are cut into
+:class:`~gmai_build.work.Task` chunks that the executor runs, in order, with a bounded number in
+flight. The driver only files what comes back: case metadata, PNGs appended to the source's
+image file, checksums, entries. Results are in source and item order whatever the executor or
+worker count, so the build is byte-identical across them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from tqdm import tqdm
+
+from .cache import ImageFile, SourceCache, SourceResult, fingerprint
+from .config import Config
+from .converters import Item
+from .errors import BuildError
+from .executors import Executor
+from .lifecycle import failpoint
+from .report import SKIPPED
+from .selection import RenderRule, prefilter_items
+from .sources import SourceContext
+from .work import Task, input_checksums, run_task
+
+
+@dataclass
+class SourceRun:
+    """A source being read by this build."""
+
+    ctx: SourceContext
+    items: list[Item]
+    key: str  # cache fingerprint
+    rule: RenderRule
+    images: ImageFile
+    result: SourceResult
+    shared: set[str] = field(default_factory=set)  # files named by several items
+    skipped_files: set[str] = field(default_factory=set)
+
+
+def chunk_size(n_items: int, workers: int) -> int:
+    """Items per task: enough tasks to keep every worker busy, few enough to amortise the
+    context each task carries."""
+    return max(1, min(16, n_items // (4 * max(1, workers))))
+
+
+def read_sources(
+    contexts: dict[str, SourceContext], config: Config, previous: dict[str, dict],
+    executor: Executor, cache: SourceCache, progress: bool, build_key: dict[str, object],
+) -> list[SourceResult]:
+    """The reading result of every source, in config order."""
+    b = config.build
+    results: dict[str, SourceResult] = {}
+    runs: list[SourceRun] = []
+    for name, ctx in contexts.items():
+        items = prefilter_items(ctx, ctx.items, b.per_label_cap, b.seed, previous)
+        key = fingerprint(ctx, ctx.items, build_key)
+        read_ids = frozenset(ctx.privacy.sample_id(name, i.key) for i in items)  # no paths kept
+        hit = cache.load(name, key, read_ids, previous)
+        if hit is not None:
+            results[name] = hit
+            continue
+        always = frozenset(cid for cid, r in previous.items() if r.get("source") == name)
+        uses = Counter(p for item in items for p in item.paths)
+        run = SourceRun(ctx, items, key, RenderRule(b.per_label_cap, b.seed, always=always),
+                        cache.open_images(name, key),
+                        SourceResult(name, report=list(ctx.report),
+                                     items_read=read_ids),
+                        shared={p for p, n in uses.items() if n > 1})
+        results[name] = run.result
+        if items:
+            runs.append(run)
+        else:  # every item was skipped at discovery: nothing to read
+            _finish(run, cache)
+    if runs:
+        _run_tasks(runs, executor, cache, progress)
+    return [results[name] for name in contexts]
+
+
+def _tasks(runs: list[SourceRun], workers: int, sent: deque) -> Iterator[Task]:
+    """Chunks of every source in order; each carries its source's rule as it is now."""
+    for run in runs:
+        size = chunk_size(len(run.items), workers)
+        for start in range(0, len(run.items), size):
+            chunk = run.items[start:start + size]
+            last = start + size >= len(run.items)
+            sent.append((run, chunk))
+            yield Task(run.ctx, chunk, run.rule.snapshot(),
+                       [[p for p in item.paths if p not in run.shared] for item in chunk], last)
+
+
+def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
+               progress: bool) -> None:
+    seen: set[str] = set()
+    sent: deque = deque()
+    total = sum(len(r.items) for r in runs)
+    bar = tqdm(total=total, unit="item", disable=not progress, file=sys.stderr)
+    results = executor.imap(run_task, _tasks(runs, executor.workers, sent))
+    try:
+        for item_results in results:
+            run, chunk = sent.popleft()
+            out = run.result
+            for item, got in zip(chunk, item_results):
+                out.report.extend(got.report)
+                out.inputs.update(got.inputs)
+                if any(e.kind == SKIPPED for e in got.report) and not got.cases:
+                    run.skipped_files.update(item.paths)
+                for c in got.cases:
+                    if c.case_id in seen:
+                        raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
+                                         source=out.name)
+                    seen.add(c.case_id)
+                    if c.rendered:
+                        out.refs[c.case_id] = run.images.put(c.png)
+                        out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
+                    run.rule.seen(c)
+                    out.cases.append(replace(c, png=b""))
+                bar.update(1)
+                failpoint("reading")
+            if chunk[-1] is run.items[-1]:
+                _finish(run, cache)
+    finally:
+        results.close()
+        bar.close()
+        for run in runs:
+            run.images.close()
+
+
+def _finish(run: SourceRun, cache: SourceCache) -> None:
+    """A source is read: hash the files several items share (once), store it in the cache."""
+    run.images.close()
+    shared = sorted(run.shared - run.skipped_files)
+    run.result.inputs.update(input_checksums(run.ctx, shared))
+    run.result.inputs = dict(sorted(run.result.inputs.items()))
+    run.result.images = run.images.path
+    cache.store(run.result, run.key)
