@@ -19,7 +19,7 @@ from .questions import (
     make_question,
     reuse_question,
 )
-from .rebuild import Reuse, pair_staleness
+from .rebuild import Previous, Reuse, pair_staleness
 from .samples import IMAGE_LEVEL, Case
 from .selection import askable_cases, cap_family, select_by_cap
 from .taxonomy import Vocabulary
@@ -27,7 +27,7 @@ from .taxonomy import Vocabulary
 
 def make_questions(
     cases: list[Case], vocab: Vocabulary, pool: QuestionPool, config: Config,
-    previous: dict[str, dict], splits: dict[tuple[str, str], str] | None = None,
+    previous: Previous, splits: dict[tuple[str, str], str] | None = None,
 ) -> tuple[list[Question], set[str], Counter[str], Reuse]:
     """Cap, then one question per selected case: previous questions reused as they were.
 

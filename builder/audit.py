@@ -41,6 +41,7 @@ import pandas as pd
 
 from .dedup import DEFAULT_MAX_DISTANCE
 from .errors import BuildError
+from .manifest import MANIFEST, ManifestRecord, iter_manifest
 
 LETTERS = "ABCDE"
 FIXED_LETTER = {f"always {x}": x for x in LETTERS}
@@ -136,7 +137,7 @@ def load_questions(
     """Questions of a build folder or of TSV files; notes on what could not be checked."""
     notes: list[str] = []
     tsvs: list[Path] = []
-    manifest: dict[str, dict[str, Any]] = {}
+    manifest: dict[str, ManifestRecord] = {}
     for p in paths:
         if p.is_dir():
             tsvs += sorted(x for x in p.glob("*.tsv") if not x.name.endswith("_answers.tsv"))
@@ -147,11 +148,11 @@ def load_questions(
         else:
             raise BuildError(f"{p}: no such build folder or TSV file")
         folder = p if p.is_dir() else p.parent
-        if (folder / "manifest.jsonl").is_file():  # groups and hashes without overlay
-            for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    manifest[str(rec["index"])] = rec
+        if (folder / MANIFEST).is_file():  # groups and hashes without overlay
+            hint = ("; restore the build's manifest.jsonl (the audit reads the groups and "
+                    "image hashes of the questions from it)")
+            for rec in iter_manifest(folder / MANIFEST, hint):
+                manifest[str(rec.index)] = rec
     if not tsvs:
         raise BuildError(f"no TSV file found in {', '.join(map(str, paths))}")
     key = read_key(answers) if answers is not None else None
@@ -169,12 +170,12 @@ def load_questions(
         images = _images(tsv) if need_hash else {}
         for row in frame.to_dict("records"):
             idx = str(row["index"])
-            rec = manifest.get(idx, {})
+            rec = manifest.get(idx)
             answer = row.get("answer") or None
             if key is not None and idx in key.index:
                 answer = str(key.loc[idx, "answer"])
             options = [row[x] for x in LETTERS if row.get(x, "")]
-            phash = rec.get("image_phash", "")
+            phash = rec.image_phash if rec is not None else ""
             if need_hash and images.get(idx):
                 phash = _hash_b64(images[idx])
             out.append(AuditQuestion(
@@ -183,7 +184,7 @@ def load_questions(
                 task=row.get("clinical VQA task", "") if shown else "",
                 department=row.get("department", "") if shown else "",
                 modality=row.get("modality", ""), phash=phash,
-                group=f"{rec['source']}/{rec['group']}" if rec else "",
+                group=f"{rec.source}/{rec.group}" if rec is not None else "",
                 columns={c: str(row[c]) for c in META_COLUMNS if c in row and shown},
             ))
     if not manifest:

@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .manifest import ManifestRecord
 from .taxonomy import MODALITIES, Vocabulary
 from .templates import PUBLISHED_TREE
 
-AXES = {  # report name -> manifest field
-    "clinical VQA task": "task",
-    "department": "department",
-    "modality": "modality",
-    "perceptual granularity": "granularity",
-    "source": "source",
-    "label": "category",
+AXES: dict[str, Callable[[ManifestRecord], str]] = {  # report name -> the record's value
+    "clinical VQA task": lambda r: r.task,
+    "department": lambda r: r.department,
+    "modality": lambda r: r.modality,
+    "perceptual granularity": lambda r: r.granularity,
+    "source": lambda r: r.source,
+    "label": lambda r: r.category,
 }
 NONE = "(none)"
 COVERAGE_JSON, COVERAGE_MD = "coverage.json", "coverage.md"
@@ -53,21 +55,21 @@ def published_nodes() -> dict[str, list[str]]:
     return out
 
 
-def _node_values(r: dict[str, Any], published_label: dict[str, str]) -> dict[str, str]:
-    task, dept, gran = r["task"], r["department"] or NONE, r["granularity"]
-    label = published_label.get(r["category"], r["category"])
+def _node_values(r: ManifestRecord, published_label: dict[str, str]) -> dict[str, str]:
+    task, dept, gran, mod = r.task, r.department or NONE, r.granularity, r.modality
+    label = published_label.get(r.category, r.category)
     return {
-        f"modality{SEP}label": f"{r['modality']}{SEP}{label}",
-        "clinical VQA task": task, "department": dept, "modality": r["modality"],
+        f"modality{SEP}label": f"{mod}{SEP}{label}",
+        "clinical VQA task": task, "department": dept, "modality": mod,
         "perceptual granularity": gran,
-        f"clinical VQA task{SEP}modality": f"{task}{SEP}{r['modality']}",
-        f"department{SEP}modality": f"{dept}{SEP}{r['modality']}",
-        f"perceptual granularity{SEP}modality": f"{gran}{SEP}{r['modality']}",
+        f"clinical VQA task{SEP}modality": f"{task}{SEP}{mod}",
+        f"department{SEP}modality": f"{dept}{SEP}{mod}",
+        f"perceptual granularity{SEP}modality": f"{gran}{SEP}{mod}",
         f"clinical VQA task{SEP}perceptual granularity": f"{task}{SEP}{gran}",
     }
 
 
-def coverage_report(records: list[dict[str, Any]], vocab: Vocabulary | None = None) -> dict[str, Any]:
+def coverage_report(records: Sequence[ManifestRecord], vocab: Vocabulary | None = None) -> dict[str, Any]:
     """Counts per axis and split, and the published nodes without a question, per level.
 
     With the vocabulary, a published label that the vocabulary spells differently (a merged
@@ -81,10 +83,10 @@ def coverage_report(records: list[dict[str, Any]], vocab: Vocabulary | None = No
                 if entry is not None and entry.label != name:
                     published_label.setdefault(entry.label, name)
     counts: dict[str, dict[str, dict[str, int]]] = {}
-    for title, key in AXES.items():
+    for title, value_of in AXES.items():
         per: dict[str, Counter[str]] = {}
         for r in records:
-            per.setdefault(str(r[key] or NONE), Counter())[r["split"]] += 1
+            per.setdefault(value_of(r) or NONE, Counter())[r.split] += 1
         counts[title] = {v: {"VAL": c["VAL"], "TEST": c["TEST"], "total": c["VAL"] + c["TEST"]}
                          for v, c in sorted(per.items())}
     present: dict[str, set[str]] = {}
@@ -129,7 +131,7 @@ def coverage_markdown(report: dict[str, Any], name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_coverage(stage: Path, records: list[dict[str, Any]], name: str,
+def write_coverage(stage: Path, records: Sequence[ManifestRecord], name: str,
                    vocab: Vocabulary | None = None) -> dict[str, Any]:
     """coverage.json and coverage.md into the staging folder; returns the report."""
     report = coverage_report(records, vocab)

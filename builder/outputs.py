@@ -12,42 +12,41 @@ from typing import Any
 
 from .config import Config
 from .lifecycle import failpoint
+from .manifest import MANIFEST, ManifestRecord, write_manifest
 from .records import tsv_row
 from .split import VAL
 from .writer import (
     ANSWER_KEY_COLUMNS,
     BUILD_INFO,
-    MANIFEST,
     TEST_COLUMNS,
     TSV_COLUMNS,
     answer_key_row,
     summary_markdown,
     write_json,
-    write_jsonl,
     write_tsv,
 )
 
 
 def write_outputs(
-    stage: Path, config: Config, records: list[dict[str, Any]], png_of: Callable[[str], bytes],
+    stage: Path, config: Config, records: list[ManifestRecord], png_of: Callable[[str], bytes],
     summary: dict[str, Any], build_info: dict[str, Any],
 ) -> list[str]:
     """Every file of a build but coverage and CircularEval; ``png_of(case_id)`` gives a PNG."""
     name = config.build.name
-    val_rows = [r for r in records if r["split"] == VAL]
-    test_rows = [r for r in records if r["split"] != VAL]
+    val_rows = [r for r in records if r.split == VAL]
+    test_rows = [r for r in records if r.split != VAL]
 
-    def rows(recs: list[dict[str, Any]], blind: bool = False) -> Iterator[dict[str, Any]]:
+    def rows(recs: list[ManifestRecord], blind: bool = False) -> Iterator[dict[str, Any]]:
         for r in recs:
-            row = tsv_row(r, png_of(r["case_id"]))
-            yield {**row, **r["test_view"]} if blind else row
+            row = tsv_row(r, png_of(r.case_id))
+            yield {**row, **r.test_view.columns()} if blind else row
 
     write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))
     failpoint("writing")
     write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows, blind=True))
     write_tsv(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS,
               (answer_key_row(r) for r in test_rows))
-    write_jsonl(stage / MANIFEST, records)
+    write_manifest(stage / MANIFEST, records)
     write_json(stage / "summary.json", summary)
     (stage / "summary.md").write_text(summary_markdown(summary, name))
     write_json(stage / BUILD_INFO, build_info)

@@ -34,6 +34,7 @@ from .circular import write_circular
 from .config import Config
 from .coverage import coverage_lines, write_coverage
 from .executors import default_workers, executor
+from .manifest import MANIFEST
 from .outdir import OutputFolder
 from .outputs import write_outputs
 from .provenance import build_info, check_same_salt
@@ -46,7 +47,7 @@ from .sources import check_known_labels, discover, prepare
 from .split import plan_split
 from .taxonomy import LABEL_MAPS
 from .templates import DEFAULT_POOL
-from .writer import MANIFEST, summary_markdown, summary_tables, test_views
+from .writer import summary_markdown, summary_tables
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,12 @@ def build(
             cases = [c for s in sources for c in s.cases]
             report = [e for s in sources for e in s.report]
             splits, split_report = plan_split(cases, config, previous)
-            questions, reused_ids, skipped, reuse = make_questions(
+            questions, _reused, skipped, reuse = make_questions(
                 cases, vocab, pool, config, previous, splits)
             records, split_report = number_and_split(
-                questions, reused_ids, previous, config,
+                questions, previous, config,
                 {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
-                splits, split_report)
-            test_views(records, vocab)
+                splits, split_report, vocab)
             summary = summary_tables(records)
             summary["skipped"] = dict(sorted(skipped.items()))
             summary.update(summary_section(report))

@@ -21,6 +21,7 @@ import hashlib
 import html
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +29,40 @@ import cv2
 import numpy as np
 
 from .errors import BuildError
+from .manifest import ManifestRecord
 from .subset import read_build
 from .writer import read_tsv_rows
 
-NODE_KEYS = ("task", "department", "modality", "granularity")
 EXACT_BYTES = 40_000  # small images up to this size are shown as their exact PNG
-FILTER_KEYS = {"task": "task", "department": "department", "modality": "modality",
-               "granularity": "granularity", "source": "source", "split": "split"}
+# The page's filters (data attributes of each card) -> the record's value.
+FILTER_KEYS: dict[str, Callable[[ManifestRecord], str]] = {
+    "task": lambda r: r.task, "department": lambda r: r.department,
+    "modality": lambda r: r.modality, "granularity": lambda r: r.granularity,
+    "source": lambda r: r.source, "split": lambda r: r.split,
+}
+Node = tuple[str, str, str, str]  # task, department, modality, granularity
 
 
-def sample(records: list[dict[str, Any]], per_node: int, cap: int, seed: int) -> tuple[
-        dict[tuple[str, ...], list[dict[str, Any]]], dict[tuple[str, ...], int]]:
+def node_of(r: ManifestRecord) -> Node:
+    return (r.task, r.department, r.modality, r.granularity)
+
+
+def sample(records: list[ManifestRecord], per_node: int, cap: int, seed: int) -> tuple[
+        dict[Node, list[ManifestRecord]], dict[Node, int]]:
     """Seeded sample per tree node (ranked by a hash of the case id); nodes sorted by name.
 
     Returns the shown questions per node and the node sizes. The cap is filled round-robin over
     the nodes, so a big node cannot crowd out small ones.
     """
-    nodes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    nodes: dict[Node, list[ManifestRecord]] = defaultdict(list)
     for r in records:
-        nodes[tuple(r[k] or "" for k in NODE_KEYS)].append(r)
+        nodes[node_of(r)].append(r)
     ranked = {
-        node: sorted(rs, key=lambda r: hashlib.sha256(f"{seed}:preview:{r['case_id']}".encode())
+        node: sorted(rs, key=lambda r: hashlib.sha256(f"{seed}:preview:{r.case_id}".encode())
                      .hexdigest())[:per_node]
         for node, rs in sorted(nodes.items())
     }
-    shown: dict[tuple[str, ...], list[dict[str, Any]]] = {node: [] for node in ranked}
+    shown: dict[Node, list[ManifestRecord]] = {node: [] for node in ranked}
     budget = cap
     for depth in range(per_node):
         for node, rs in ranked.items():
@@ -102,29 +112,30 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _card(r: dict[str, Any], image: tuple) -> str:
+def _card(r: ManifestRecord, image: tuple) -> str:
     uri, note, (w, h) = image
     tiny = ' class="tiny"' if max(w, h) < 128 else ""
     letters = "ABCDE"
     items = []
-    for letter, option in zip(letters, r["options"]):
-        right = letter == r["answer"]
+    for letter, option in zip(letters, r.options):
+        right = letter == r.answer
         tick = " <span class=tick>✓ answer</span>" if right else ""
         items.append(f'<li class="{"answer" if right else ""}"><b>{letter}.</b> {_e(option)}{tick}</li>')
     options = "".join(items)
-    where = [f"source <b>{_e(r['source'])}</b>", f"sample {_e(r['sample_id'])}"]
-    if r.get("files"):
-        where.append("file " + _e(", ".join(r["files"][:2]) + (" …" if len(r["files"]) > 2 else "")))
-    if r.get("axis") is not None or r.get("slice_index") is not None:
-        where.append(f"slice {_e(r.get('axis') or '')} {_e(r.get('slice_index'))}")
-    attrs = " ".join(f'data-{k}="{_e(r[v] or "(none)")}"' for k, v in FILTER_KEYS.items())
-    text = _e(f"{r['category']} {r['question']} {' '.join(r['options'])}".lower())
+    where = [f"source <b>{_e(r.source)}</b>", f"sample {_e(r.sample_id)}"]
+    if r.files:
+        where.append("file " + _e(", ".join(r.files[:2]) + (" …" if len(r.files) > 2 else "")))
+    if r.axis is not None or r.slice_index is not None:
+        where.append(f"slice {_e(r.axis or '')} {_e(r.slice_index)}")
+    attrs = " ".join(f'data-{k}="{_e(value_of(r) or "(none)")}"'
+                     for k, value_of in FILTER_KEYS.items())
+    text = _e(f"{r.category} {r.question} {' '.join(r.options)}".lower())
     return (
         f'<article class="card" {attrs} data-text="{text}">'
-        f'<img src="{uri}" alt="question {r["index"]}"{tiny}>'
-        f'<div class="meta">#{r["index"]} · {_e(r["split"])} · {note}</div>'
-        f'<p class="q">{_e(r["question"])}</p><ol>{options}</ol>'
-        f'<div class="meta">label <b>{_e(r["category"])}</b> · template {_e(r["template_id"])}</div>'
+        f'<img src="{uri}" alt="question {r.index}"{tiny}>'
+        f'<div class="meta">#{r.index} · {_e(r.split)} · {note}</div>'
+        f'<p class="q">{_e(r.question)}</p><ol>{options}</ol>'
+        f'<div class="meta">label <b>{_e(r.category)}</b> · template {_e(r.template_id)}</div>'
         f'<div class="meta">{" · ".join(where)}</div></article>'
     )
 
@@ -178,10 +189,10 @@ def render_page(name: str, shown: dict, sizes: dict, images: dict, total: int,
     sections = []
     for node, rs in shown.items():
         for r in rs:
-            for k, v in FILTER_KEYS.items():
-                values[k].add(r[v] or "(none)")
+            for k, value_of in FILTER_KEYS.items():
+                values[k].add(value_of(r) or "(none)")
         title = " · ".join(_e(v or "(no department)") for v in node)
-        cards = "".join(_card(r, images[r["index"]]) for r in rs)
+        cards = "".join(_card(r, images[r.index]) for r in rs)
         sections.append(f'<section class="node"><h2>{title} <small>({len(rs)} of '
                         f'{sizes[node]} shown)</small></h2><div class="grid">{cards}</div></section>')
     selects = "".join(
@@ -210,7 +221,7 @@ def write_gallery(build: Path, out: Path, per_node: int = 4, cap: int = 800, thu
     """Write the gallery of ``build`` to ``out`` (atomically); returns what it shows."""
     name, records = read_build(build)
     shown, sizes = sample(records, per_node, cap, seed)
-    wanted = {int(r["index"]) for rs in shown.values() for r in rs}
+    wanted = {r.index for rs in shown.values() for r in rs}
     images = load_images(build, name, wanted, thumb)
     missing = sorted(wanted - set(images))
     if missing:

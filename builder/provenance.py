@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import Config
 from .errors import BuildError
+from .manifest import MANIFEST, ManifestRecord
 from .privacy import Privacy
 from .work import sha256_file
-from .writer import BUILD_INFO, MANIFEST
+from .writer import BUILD_INFO
 
 
 def check_same_salt(out_dir: Path, privacy: Privacy, config: Config) -> None:
@@ -49,7 +51,7 @@ def settings_for_record(config: Config) -> dict[str, Any]:
 
 def build_info(
     config: Config, inputs: dict[str, dict[str, str]], summary: dict[str, Any],
-    previous: dict[str, dict],
+    previous: Mapping[str, ManifestRecord],
 ) -> dict[str, Any]:
     import cv2
     import numpy as np

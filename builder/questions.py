@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import OptionCount
+from .manifest import ManifestRecord
 from .relations import Relations, load_relations
 from .samples import IMAGE_LEVEL, Case
 from .taxonomy import Vocabulary, normalize_key
@@ -294,10 +295,11 @@ def make_question(
     return Question(case, template.id, text, options, letter)
 
 
-def reuse_question(case: Case, record: dict[str, Any], balance: AnswerBalance,
+def reuse_question(case: Case, record: ManifestRecord, balance: AnswerBalance,
                    partner: bool = False, pools: DistractorPools | None = None) -> Question:
     """The question of a previous build, unchanged (stable identity across rebuilds)."""
-    balance.record(case, record["options"], record["answer"], partner)
+    options = list(record.options)
+    balance.record(case, options, record.answer, partner)
     if pools is not None:
-        pools.record(case.label, record["options"])
-    return Question(case, record["template_id"], record["question"], record["options"], record["answer"])
+        pools.record(case.label, options)
+    return Question(case, record.template_id, record.question, options, record.answer)

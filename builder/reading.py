@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from tqdm import tqdm
@@ -22,6 +22,7 @@ from .converters import Item
 from .errors import BuildError
 from .executors import Executor
 from .lifecycle import failpoint
+from .manifest import ManifestRecord
 from .report import SKIPPED
 from .selection import RenderRule, prefilter_items
 from .sources import SourceContext
@@ -49,7 +50,7 @@ def chunk_size(n_items: int, workers: int) -> int:
 
 
 def read_sources(
-    contexts: dict[str, SourceContext], config: Config, previous: dict[str, dict],
+    contexts: dict[str, SourceContext], config: Config, previous: Mapping[str, ManifestRecord],
     executor: Executor, cache: SourceCache, progress: bool, build_key: dict[str, object],
 ) -> list[SourceResult]:
     """The reading result of every source, in config order."""
@@ -64,7 +65,7 @@ def read_sources(
         if hit is not None:
             results[name] = hit
             continue
-        always = frozenset(cid for cid, r in previous.items() if r.get("source") == name)
+        always = frozenset(cid for cid, r in previous.items() if r.source == name)
         uses = Counter(p for item in items for p in item.paths)
         run = SourceRun(ctx, items, key, RenderRule(b.per_label_cap, b.seed, always=always),
                         cache.open_images(name, key),

@@ -21,98 +21,60 @@ ignores the previous build altogether.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
-
 from .config import OptionCount
 from .errors import BuildError
+from .manifest import MANIFEST, ManifestRecord, iter_manifest
 from .questions import DistractorPools, QuestionPool
 from .samples import Case
-from .schemas import key_path
 from .taxonomy import LabelMap
-from .writer import MANIFEST
+
+Previous = Mapping[str, ManifestRecord]  # the previous build's questions by case id
 
 
-class PreviousQuestion(BaseModel):
-    """What an incremental build needs from each line of the previous manifest."""
-
-    model_config = ConfigDict(extra="allow")
-    case_id: StrictStr
-    index: StrictInt
-    source: StrictStr
-    raw_label: StrictStr
-    category: StrictStr
-    task: StrictStr
-    split: StrictStr
-    template_id: StrictStr
-    question: StrictStr
-    options: list[StrictStr]
-    answer: StrictStr
-
-
-def previous_questions(out_dir: Path) -> dict[str, dict[str, Any]]:
+def previous_questions(out_dir: Path) -> dict[str, ManifestRecord]:
     """The questions of the build published in ``out_dir``, by case id (empty if none).
 
     A manifest that cannot be continued (edited by hand, written by an incompatible version)
-    is an error that says so and names ``--rebuild``, never a traceback.
+    is an error that names the file, the line and the field, and ``--rebuild``; never a
+    traceback.
     """
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         return {}
-    records: dict[str, dict[str, Any]] = {}
     hint = "; the build in this folder cannot be continued: fix it, or start over with --rebuild"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BuildError(f"cannot read the previous manifest: {exc}{hint}", file=path) from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = PreviousQuestion.model_validate(json.loads(line)).model_dump()
-        except json.JSONDecodeError as exc:
-            raise BuildError(f"line {n}: not valid JSON ({exc.msg}){hint}", file=path) from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise BuildError(f"line {n}: {key_path(err['loc']) or 'record'}: {err['msg']}{hint}",
-                             file=path) from None
-        if rec["case_id"] in records or not 0 < len(rec["options"]) <= 5 or rec["answer"] not in (
-                "ABCDE"[:len(rec["options"])]):
-            raise BuildError(f"line {n}: duplicate case id or answer without option{hint}",
-                             file=path)
-        records[rec["case_id"]] = rec
-    return records
+    return {rec.case_id: rec for rec in iter_manifest(path, hint)}
 
 
 def stale_reasons(
-    old: dict[str, Any], case: Case, pools: DistractorPools, templates: QuestionPool,
+    old: ManifestRecord, case: Case, pools: DistractorPools, templates: QuestionPool,
     option_count: OptionCount,
 ) -> list[str]:
     """Why the previous question of this target can no longer be reused (empty: reuse it)."""
     reasons = []
-    if old["category"] != case.label:
-        reasons.append(f"answer changed from '{old['category']}' to '{case.label}'")
-    if old["task"] != case.task:
-        reasons.append(f"task changed from '{old['task']}' to '{case.task}'")
+    if old.category != case.label:
+        reasons.append(f"answer changed from '{old.category}' to '{case.label}'")
+    if old.task != case.task:
+        reasons.append(f"task changed from '{old.task}' to '{case.task}'")
     if reasons:
         return reasons  # options and template are redrawn for the new answer anyway
     admissible = {x for tier in pools.candidates(case) for x in tier}  # every tier the pools offer
-    for option in old["options"]:
+    for option in old.options:
         if option != case.label and option not in admissible:
             reasons.append(f"option '{option}' may no longer be offered")
-    n = len(old["options"])
+    n = len(old.options)
     if n > option_count.max or (n < option_count.min and len(admissible) + 1 > n):
         reasons.append(f"{n} options, outside options {option_count.min}-{option_count.max}")
     by_id = {t.id: t for t in templates.templates}
-    template = by_id.get(old["template_id"])
+    template = by_id.get(old.template_id)
     if template is None or template.granularity != case.granularity:
-        reasons.append(f"template '{old['template_id']}' is no longer in the question pool")
-    elif template.render(case.modality) != old["question"]:
-        reasons.append(f"template '{old['template_id']}' text changed")
+        reasons.append(f"template '{old.template_id}' is no longer in the question pool")
+    elif template.render(case.modality) != old.question:
+        reasons.append(f"template '{old.template_id}' text changed")
     return reasons
 
 
@@ -184,66 +146,66 @@ class Reuse:
     unanswerable: set[str] = field(default_factory=set)  # selected, but no distractor left
 
 
-def removal_reason(old: dict[str, Any], all_cases: dict[str, Case],
+def removal_reason(old: ManifestRecord, all_cases: dict[str, Case],
                    label_maps: dict[str, LabelMap], skipped: set[str]) -> str:
     """Why a previous question's target is not in this build."""
-    label_map = label_maps.get(old["source"])
+    label_map = label_maps.get(old.source)
     if label_map is None:
-        return f"source '{old['source']}' is no longer in the sources file"
-    if old["case_id"] in skipped:
+        return f"source '{old.source}' is no longer in the sources file"
+    if old.case_id in skipped:
         return "no distractor is left for its answer"
-    if old["case_id"] in all_cases:
+    if old.case_id in all_cases:
         return "not selected: the per-label cap is full"
     try:
-        dropped = label_map.lookup(old["raw_label"]) is None
+        dropped = label_map.lookup(old.raw_label) is None
     except BuildError:  # not a single raw label (merged masks 'a+b'), or no longer mapped
         dropped = False
     if dropped:
-        return f"the label map now drops raw label '{old['raw_label']}'"
-    return (f"its target (raw label '{old['raw_label']}') is no longer produced: its image or "
+        return f"the label map now drops raw label '{old.raw_label}'"
+    return (f"its target (raw label '{old.raw_label}') is no longer produced: its image or "
             "annotation is gone or changed, or the label map now merges or splits it")
 
 
-# Columns a kept question may change without a new question: its place in the tree, its split.
-_METADATA = ("department", "modality", "original_task", "split")
-
-
-def metadata_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """How a kept question's columns changed (the question, options and answer did not)."""
-    return [f"{key} changed from '{old.get(key)}' to '{new[key]}'"
-            for key in _METADATA if old.get(key) != new[key]]
+def metadata_changes(old: ManifestRecord, new: ManifestRecord) -> list[str]:
+    """How a kept question's columns changed (the question, options and answer did not):
+    its place in the tree, its split."""
+    pairs = (("department", old.department, new.department),
+             ("modality", old.modality, new.modality),
+             ("original_task", old.original_task, new.original_task),
+             ("split", old.split, new.split))
+    return [f"{key} changed from '{was}' to '{now}'" for key, was, now in pairs if was != now]
 
 
 def summarize(
-    previous: dict[str, dict[str, Any]], records: list[dict[str, Any]], reuse: Reuse,
+    previous: Previous, records: list[ManifestRecord], reuse: Reuse,
     all_cases: list[Case], label_maps: dict[str, LabelMap], rebuild: bool,
 ) -> Changes:
     """Compare the previous build's records with this build's."""
     changes = Changes(previous=len(previous), rebuild=rebuild)
-    current = {r["case_id"]: r for r in records}
+    current = {r.case_id: r for r in records}
     for r in records:
-        if r["case_id"] not in previous:
+        if r.case_id not in previous:
             changes.added += 1
-        elif r["case_id"] in reuse.regenerated:
-            changes.regenerated.append({"index": r["index"], "category": r["category"],
-                                        "reasons": reuse.regenerated[r["case_id"]]})
+        elif r.case_id in reuse.regenerated:
+            changes.regenerated.append({"index": r.index, "category": r.category,
+                                        "reasons": reuse.regenerated[r.case_id]})
         else:
             changes.kept += 1
-            moved = metadata_changes(previous[r["case_id"]], r)
+            moved = metadata_changes(previous[r.case_id], r)
             if moved:
-                changes.updated.append({"index": r["index"], "category": r["category"],
+                changes.updated.append({"index": r.index, "category": r.category,
                                         "reasons": moved})
     by_id = {c.case_id: c for c in all_cases}
     for case_id, old in previous.items():
         if case_id not in current:
-            changes.removed.append({"index": old["index"], "category": old["category"],
+            changes.removed.append({"index": old.index, "category": old.category,
                                     "reason": removal_reason(old, by_id, label_maps,
                                                              reuse.unanswerable)})
     return changes
 
 
 def pair_staleness(
-    selected: list[Case], previous: dict[str, dict[str, Any]], pools: DistractorPools,
+    selected: list[Case], previous: Previous, pools: DistractorPools,
     templates: QuestionPool, option_count: OptionCount,
 ) -> dict[str, list[str]]:
     """case id -> reasons, for every selected case with a previous question to regenerate.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from .samples import CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 
 if TYPE_CHECKING:
     from .converters import Item
+    from .manifest import ManifestRecord
     from .sources import SourceContext
 
 
@@ -89,7 +91,7 @@ class RenderRule:
 
 
 def prefilter_items(
-    ctx: SourceContext, items: list[Item], cap: int, seed: int, previous: dict[str, dict],
+    ctx: SourceContext, items: list[Item], cap: int, seed: int, previous: Mapping[str, ManifestRecord],
 ) -> list[Item]:
     """Skip reading images that the per-label cap would drop anyway (labels known up front).
 
@@ -117,7 +119,8 @@ def prefilter_items(
     return [items[n] for n in sorted(keep)]
 
 
-def select_by_cap(cases: list[Case], cap: int, seed: int, previous: dict[str, dict]) -> list[Case]:
+def select_by_cap(cases: list[Case], cap: int, seed: int,
+                  previous: Mapping[str, ManifestRecord]) -> list[Case]:
     """At most ``cap`` targets per (label, granularity family); previous questions first."""
     units: dict[tuple[str, str], dict[str, list[Case]]] = defaultdict(lambda: defaultdict(list))
     for c in cases:

@@ -20,7 +20,7 @@ import hashlib
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from .dedup import near_duplicate_pairs
 
 if TYPE_CHECKING:
     from .config import Config
+    from .manifest import ManifestRecord
     from .samples import Case
 
 VAL, TEST = "VAL", "TEST"
@@ -147,7 +148,7 @@ def assign_splits(
 
 
 def plan_split(
-    cases: list[Case], config: Config, previous: dict[str, dict],
+    cases: list[Case], config: Config, previous: Mapping[str, ManifestRecord],
 ) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
     """The split of every group that will have questions, before any question is made.
 
@@ -167,7 +168,7 @@ def plan_split(
                                  [(c.source, c.group) for c in firsts], b.near_duplicate_distance)
     links = [((firsts[i].source, firsts[i].group), (firsts[j].source, firsts[j].group))
              for i, j, _ in pairs]
-    before = {(r["source"], r["group"]): r["split"] for r in previous.values()}
+    before = {(r.source, r.group): r.split for r in previous.values()}
     plan = assign_splits({(c.source, c.group) for c in selected}, b.val_fraction, before, links)
     # The report names questions by case id here and by index once numbered: never by sample
     # id or group, which may be identifying folder names.

@@ -19,32 +19,31 @@ import argparse
 import difflib
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .circular import OFFSET
 from .errors import BuildError
+from .manifest import MANIFEST, ManifestRecord, read_manifest, write_manifest
 from .outdir import OutputFolder
 from .taxonomy import normalize_key
 from .writer import (
     BUILD_INFO,
-    MANIFEST,
     read_tsv_rows,
     summary_markdown,
     summary_tables,
     tsv_writer,
     write_json,
-    write_jsonl,
 )
 
-# CLI option -> manifest field, for exact (case-insensitive) matches.
-EXACT_KEYS = {
-    "task": "task",
-    "department": "department",
-    "modality": "modality",
-    "granularity": "granularity",
-    "source": "source",
+# CLI option -> the record's value it matches exactly (case-insensitive).
+EXACT_KEYS: dict[str, Callable[[ManifestRecord], str]] = {
+    "task": lambda r: r.task,
+    "department": lambda r: r.department,
+    "modality": lambda r: r.modality,
+    "granularity": lambda r: r.granularity,
+    "source": lambda r: r.source,
 }
 SUBSET_INFO = "subset.json"
 NO_DEPARTMENT = "none"  # how the empty department is spelled on the command line
@@ -63,23 +62,23 @@ class Selection:
             out["label_contains"] = list(self.label_contains)
         return out
 
-    def matches(self, record: dict[str, Any]) -> bool:
+    def matches(self, record: ManifestRecord) -> bool:
         for key, wanted in self.exact.items():
-            if wanted and normalize_key(record[key] or NO_DEPARTMENT) not in {
+            if wanted and normalize_key(EXACT_KEYS[key](record) or NO_DEPARTMENT) not in {
                     normalize_key(w) for w in wanted}:
                 return False
-        label = str(record["category"]).lower()
+        label = record.category.lower()
         return not self.label_contains or any(s.lower() in label for s in self.label_contains)
 
 
-def read_build(build: Path) -> tuple[str, list[dict[str, Any]]]:
+def read_build(build: Path) -> tuple[str, list[ManifestRecord]]:
     """The build's name and its manifest records (index order)."""
     manifest = build / MANIFEST
     if not manifest.is_file():
         raise BuildError(f"no build here: {manifest} is missing (give the folder a build wrote)",
                          file=build)
-    records = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    records = read_manifest(manifest, "; restore the build's manifest.jsonl (it lists the "
+                            "build's questions), or build the folder again")
     name = None
     for info, key in ((build / BUILD_INFO, ("settings", "name")), (build / SUBSET_INFO, ("name",))):
         if name is None and info.is_file():
@@ -94,14 +93,14 @@ def read_build(build: Path) -> tuple[str, list[dict[str, Any]]]:
             raise BuildError("cannot tell the build's name (no build.json, and not exactly one "
                              "*_VAL.tsv)", file=build)
         name = vals[0]
-    return name, sorted(records, key=lambda r: r["index"])
+    return name, sorted(records, key=lambda r: r.index)
 
 
-def check_values(selection: Selection, records: list[dict[str, Any]]) -> None:
+def check_values(selection: Selection, records: Sequence[ManifestRecord]) -> None:
     """Every wanted value exists in the build; otherwise say which values it has."""
     problems = []
     for key, wanted in selection.exact.items():
-        have = sorted({r[key] or NO_DEPARTMENT for r in records})
+        have = sorted({EXACT_KEYS[key](r) or NO_DEPARTMENT for r in records})
         keys = {normalize_key(h) for h in have}
         for w in wanted:
             if normalize_key(w) not in keys:
@@ -137,7 +136,7 @@ def write_subset(build: Path, out: Path, selection: Selection, name: str | None 
     if not chosen:
         raise BuildError(f"no question of {build} matches {selection.describe()}")
     name = name or f"{build_name}_subset"
-    keep = {int(r["index"]) for r in chosen}
+    keep = {r.index for r in chosen}
     files: dict[str, int] = {}
     folder = OutputFolder(out)  # the same atomic layout as a build (outdir.py)
     with folder.locked():
@@ -146,7 +145,7 @@ def write_subset(build: Path, out: Path, selection: Selection, name: str | None 
             for src in sorted(build.glob(f"{build_name}_*.tsv")):
                 target = name + src.name[len(build_name):]
                 files[target] = _copy_rows(src, stage / target, keep)
-            write_jsonl(stage / MANIFEST, chosen)
+            write_manifest(stage / MANIFEST, chosen)
             summary = summary_tables(chosen)
             write_json(stage / "summary.json", summary)
             (stage / "summary.md").write_text(summary_markdown(summary, name), encoding="utf-8")

@@ -1,10 +1,8 @@
 """Outputs: TSVs in GMAI-MMBench's exact columns, the TEST answer key, the manifest, the summary.
 
-TEST shows nothing that gives the answer away (:func:`test_views`): its ``category`` column holds
-the clinical VQA task instead of the label (GMAI-MMBench's TEST ``category`` equals the correct
-option's text), so VLMEvalKit's ``report_acc`` still groups by it; the task and department
-columns are shown only when every option of the question shares them (else empty, which
-VLMEvalKit groups as 'None'). The true values go to the answer key and the manifest.
+TEST shows nothing that gives the answer away (:func:`gmai_build.records.test_views` says what
+it shows instead); the true values go to the answer key and the manifest
+(:mod:`gmai_build.manifest`).
 
 Everything is written into a staging folder that :mod:`outdir` publishes in one atomic step once
 the whole build succeeded, so a failed build leaves the previous outputs as they were.
@@ -19,14 +17,11 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .taxonomy import FROM_SOURCE
-
-if TYPE_CHECKING:
-    from .taxonomy import Vocabulary
+from .manifest import ManifestRecord
 
 TSV_COLUMNS = [
     "index", "question", "A", "B", "C", "D", "E", "answer", "category", "clinical VQA task",
@@ -37,7 +32,6 @@ TEST_COLUMNS = [c for c in TSV_COLUMNS if c != "answer"]
 # the correct option's text) and the true task and department, so scores per group still work.
 ANSWER_KEY_COLUMNS = ["index", "answer", "category", "clinical VQA task", "department"]
 HIDDEN_TASK = "(task not shown)"  # TEST category where the options' tasks differ
-MANIFEST = "manifest.jsonl"
 BUILD_INFO = "build.json"
 
 
@@ -110,100 +104,54 @@ def b64(png: bytes) -> Base64Text:
     return Base64Text(base64.b64encode(png).decode("ascii"))
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
-
-
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The previous build's questions by case id (empty if there is none)."""
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        return {}
-    records = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                records[rec["case_id"]] = rec
-    return records
+def answer_key_row(r: ManifestRecord) -> dict[str, Any]:
+    return {"index": r.index, "answer": r.answer, "category": r.category,
+            "clinical VQA task": r.task, "department": r.department}
 
 
-def test_views(records: list[dict[str, Any]], vocab: Vocabulary) -> None:
-    """Set each record's ``test_view``: the values its TEST row shows in place of the truth.
-
-    An option's task and department are what the build gave that label (as an answer) or else
-    what the vocabulary gives it on the question's modality; a column whose value differs
-    between options (or is unknown for one) would point at the answer, so it is left empty.
-    """
-    placed: dict[str, tuple[str, str]] = {}
-    for r in records:
-        placed.setdefault(r["category"], (r["task"], r["department"]))
-
-    def placement(label: str, modality: str) -> tuple[str, str] | None:
-        if label in placed:
-            return placed[label]
-        entry = vocab.resolve(label)
-        if entry is None or entry.placement(modality)[1] == FROM_SOURCE:
-            return None
-        return entry.placement(modality)
-
-    for r in records:
-        others = [placement(o, r["modality"]) for o in r["options"] if o != r["category"]]
-        task = r["task"] if all(p is not None and p[0] == r["task"] for p in others) else ""
-        dept = (r["department"] if all(p is not None and p[1] == r["department"] for p in others)
-                else "")
-        # VLMEvalKit's report_acc sorts the category values: one may never be empty (NaN).
-        r["test_view"] = {"category": task or HIDDEN_TASK, "clinical VQA task": task,
-                          "department": dept}
+# Summary table -> the record's value it counts.
+SUMMARY_AXES: dict[str, Callable[[ManifestRecord], str]] = {
+    "clinical VQA task": lambda r: r.task,
+    "department": lambda r: r.department,
+    "modality": lambda r: r.modality,
+    "perceptual granularity": lambda r: r.granularity,
+    "source": lambda r: r.source,
+    "original task": lambda r: r.original_task,
+}
 
 
-def answer_key_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {"index": r["index"], "answer": r["answer"], "category": r["category"],
-            "clinical VQA task": r["task"], "department": r["department"]}
-
-
-def summary_tables(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summary_tables(rows: Sequence[ManifestRecord]) -> dict[str, Any]:
     """Counts per split and per task / department / modality / granularity / source / label."""
-    axes = {
-        "clinical VQA task": "task",
-        "department": "department",
-        "modality": "modality",
-        "perceptual granularity": "granularity",
-        "source": "source",
-        "original task": "original_task",
-    }
-    splits = dict(sorted(Counter(r["split"] for r in rows).items()))
+    splits = dict(sorted(Counter(r.split for r in rows).items()))
     out: dict[str, Any] = {"total": len(rows), "splits": splits}
-    out["answer_letters"] = dict(sorted(Counter(r["answer"] for r in rows).items()))
+    out["answer_letters"] = dict(sorted(Counter(r.answer for r in rows).items()))
     by_count: dict[str, dict[str, int]] = {}
     for r in rows:
-        n = len(r["options"])
+        n = len(r.options)
         bucket = by_count.setdefault(str(n), dict.fromkeys("ABCDE"[:n], 0))
-        bucket[r["answer"]] += 1
+        bucket[r.answer] += 1
     out["answer_letters_by_option_count"] = dict(sorted(by_count.items()))
     options: dict[str, dict[str, Any]] = {}
     for r in rows:
-        g = options.setdefault(r["granularity"], {"questions": 0, "options": 0, "counts": {}})
+        g = options.setdefault(r.granularity, {"questions": 0, "options": 0, "counts": {}})
         g["questions"] += 1
-        g["options"] += len(r["options"])
-        g["counts"][str(len(r["options"]))] = g["counts"].get(str(len(r["options"])), 0) + 1
+        g["options"] += len(r.options)
+        g["counts"][str(len(r.options))] = g["counts"].get(str(len(r.options)), 0) + 1
     out["options_by_granularity"] = {
         k: {"questions": v["questions"], "mean_options": round(v["options"] / v["questions"], 3),
             "counts": dict(sorted(v["counts"].items()))}
         for k, v in sorted(options.items())
     }
-    for title, key in axes.items():
+    for title, value_of in SUMMARY_AXES.items():
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
-            name = r[key] or "(none)"
+            name = value_of(r) or "(none)"
             bucket = counts.setdefault(name, {"VAL": 0, "TEST": 0})
-            bucket[r["split"]] += 1
+            bucket[r.split] += 1
         out[title] = dict(sorted(counts.items()))
     return out
 

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gmai_build.manifest import ManifestError
+
 from .adapters import Model, load_model, parse_spec
 from .circular import score_circular
 from .data import Index, answer_counts, load_answer_key, load_key_groups
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else cmd_run(argv)
-    except (EvalUsageError, PredictionsError, FingerprintMismatch, LogprobsUnsupported) as err:
+    except (EvalUsageError, PredictionsError, FingerprintMismatch, LogprobsUnsupported,
+            ManifestError) as err:
         print(f"gmai-eval: error: {err}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as err:  # unreadable files, bad specs, malformed TSVs

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from gmai_build.manifest import MANIFEST, iter_manifest
 
 from .data import (
     GROUP_COLUMNS,
@@ -52,20 +53,15 @@ def manifest_sources(data: str | Path) -> dict[Index, str] | None:
     """index -> source from a gmai-build ``manifest.jsonl`` beside the TSV, if there is one.
 
     Built TSVs keep GMAI-MMBench's exact columns (no ``source``); the build's manifest has it.
+    A manifest that is not a valid one is a :class:`~gmai_build.manifest.ManifestError` naming
+    the line and the field (scores per source from half a manifest would be wrong).
     """
-    path = Path(data).parent / "manifest.jsonl"
+    path = Path(data).parent / MANIFEST
     if not path.is_file():
         return None
-    out: dict[Index, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and "index" in rec and "source" in rec:
-                    out[normalize_index(rec["index"])] = str(rec["source"])
+    hint = ("; gmai-eval reads each question's source from the manifest beside the TSV: restore "
+            "the build's manifest.jsonl, or move it away to score without the source groups")
+    out = {normalize_index(rec.index): rec.source for rec in iter_manifest(path, hint)}
     return out or None
 
 

@@ -50,7 +50,34 @@ def decode_image(b64: str) -> np.ndarray:
 
 
 def read_manifest(out: Path) -> list[dict]:
+    """The manifest's lines as plain JSON (what the file holds, whatever the code reads)."""
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def manifest_records(out: Path) -> list:
+    """The manifest as the typed records every reader of a build gets."""
+    from gmai_build.manifest import read_manifest as read
+
+    return read(out / "manifest.jsonl")
+
+
+RECORD = {  # one valid manifest line; tests change the fields they are about
+    "index": 0, "case_id": "c0", "pair_id": "p0", "split": "VAL", "source": "s",
+    "sample_id": "s-0", "files": ["f-0.png"], "group": "g-0", "raw_label": "femur",
+    "category": "femur", "task": "Bone", "department": "Orthopedic Surgery",
+    "modality": "X-ray", "granularity": "Image Level", "original_task": "CLS_2D", "axis": None,
+    "slice_index": None, "region": {}, "template_id": "t", "question": "Which bone?",
+    "options": ["femur", "tibia"], "answer": "A", "seed": 0, "image_sha256": "0" * 64,
+    "image_phash": "0" * 64,
+    "test_view": {"category": "Bone", "clinical VQA task": "Bone", "department": ""},
+}
+
+
+def record(**fields):
+    """A valid ManifestRecord with ``fields`` changed."""
+    from gmai_build.manifest import ManifestRecord
+
+    return ManifestRecord.from_json(json.dumps({**RECORD, **fields}))
 
 
 def sha256(path: Path) -> str:

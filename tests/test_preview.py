@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from gmai_build.cli import main
 from gmai_build.preview import sample
-from helpers import read_manifest
+from helpers import read_manifest, record
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,9 @@ def gallery(realdata_build: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def test_sample_is_seeded_per_node_and_capped_fairly() -> None:
-    records = [{"case_id": f"c{i}", "task": "T", "department": "", "modality": m,
-                "granularity": "Image Level"} for i in range(40) for m in ("CT", "MRI")]
-    records += [{"case_id": "x", "task": "T", "department": "", "modality": "OCT",
-                 "granularity": "Image Level"}]
+    records = [record(case_id=f"c{i}", task="T", department="", modality=m)
+               for i in range(40) for m in ("CT", "MRI")]
+    records += [record(case_id="x", task="T", department="", modality="OCT")]
     shown, sizes = sample(records, per_node=5, cap=100, seed=0)
     assert [len(v) for v in shown.values()] == [5, 5, 1] and sizes[("T", "", "CT", "Image Level")] == 40
     assert shown == sample(list(reversed(records)), per_node=5, cap=100, seed=0)[0]

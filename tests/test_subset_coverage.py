@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from gmai_build.cli import main
 from gmai_build.coverage import coverage_report, published_nodes
-from helpers import read_manifest
+from helpers import manifest_records, read_manifest, record
 
 NAME = "GMAI-realdata"
 
@@ -74,7 +74,8 @@ def test_coverage_report_in_build_output(realdata_build: Path, capsys) -> None:
     manifest = read_manifest(realdata_build)
     from gmai_build.taxonomy import load_vocabulary
 
-    assert report == json.loads(json.dumps(coverage_report(manifest, load_vocabulary())))
+    assert report == json.loads(json.dumps(coverage_report(manifest_records(realdata_build),
+                                                           load_vocabulary())))
     assert sum(c["total"] for c in report["counts"]["label"].values()) == len(manifest)
     assert report["counts"]["modality"]["CT"]["total"] == sum(r["modality"] == "CT" for r in manifest)
     tree = report["published_tree"]
@@ -109,9 +110,7 @@ def test_build_prints_the_coverage_table(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("department", ["", "Urology"])
 def test_coverage_counts_the_empty_department_as_none(department: str) -> None:
-    rec = {"task": "Bone", "department": department, "modality": "X-ray", "granularity": "Image Level",
-           "source": "s", "category": "femur", "split": "VAL"}
-    report = coverage_report([rec])
+    report = coverage_report([record(department=department)])
     assert list(report["counts"]["department"]) == [department or "(none)"]
 
 

@@ -221,13 +221,14 @@ def test_placement_by_modality_and_explicit_choices(tmp_path: Path) -> None:
 
 def test_test_rows_show_no_column_that_points_at_the_answer() -> None:
     """TEST's category is the task; task / department only where every option shares them."""
-    from gmai_build.writer import HIDDEN_TASK, test_views
+    from gmai_build.questions import Question
+    from gmai_build.records import test_views
+    from gmai_build.writer import HIDDEN_TASK
 
-    def rec(label: str, options: list[str], task: str, dept: str) -> dict:
-        return {"category": label, "options": options, "task": task, "department": dept,
-                "modality": "CT"}
+    def rec(label: str, options: list[str], task: str, dept: str) -> Question:
+        return Question(vocab_case(label, task, "CT", department=dept), "t", "q", options, "A")
 
-    records = [
+    questions = [
         rec("spleen", ["liver", "spleen"], "Organ Recognition - Abdomen", "General Surgery"),
         rec("liver", ["liver", "spleen"], "Organ Recognition - Abdomen",
             "Gastroenterology and Hepatology"),
@@ -235,11 +236,10 @@ def test_test_rows_show_no_column_that_points_at_the_answer() -> None:
         rec("normal", ["normal", "pneumonia"], "Disease Diagnosis", "Pulmonary Medicine"),
         rec("kidney", ["kidney", "lung nodule"], "Organ Recognition - Abdomen", "Urology"),
     ]
-    test_views(records, load_vocabulary())
-    views = [r["test_view"] for r in records]
+    views = [v.columns() for v in test_views(questions, load_vocabulary())]
     assert views[0] == {"category": "Organ Recognition - Abdomen",
                         "clinical VQA task": "Organ Recognition - Abdomen", "department": ""}
     assert views[2]["department"] == "Pulmonary Medicine"  # both options share it
     assert views[4] == {"category": HIDDEN_TASK, "clinical VQA task": "", "department": ""}
-    for r, v in zip(records, views):
-        assert v["category"] and v["category"] not in r["options"]
+    for q, v in zip(questions, views):
+        assert v["category"] and v["category"] not in q.options
