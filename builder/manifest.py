@@ -128,6 +128,11 @@ def _problem(exc: ValidationError) -> str:
         return f"{field}: missing (every line has all fields of a question)"
     if kind == "extra_forbidden":
         return f"{field}: not a field of a manifest record"
+    if kind in ("too_short", "too_long"):
+        ctx = err.get("ctx", {})
+        bound = (f"at least {ctx.get('min_length')}" if kind == "too_short"
+                 else f"at most {ctx.get('max_length')}")
+        return f"{field}: {ctx.get('actual_length')} item(s), expected {bound}"
     return f"{field or 'record'}: {err['msg'].removeprefix('Value error, ')}"
 
 

@@ -37,7 +37,7 @@ from .runner import (
     split_name,
     wait_for_ranks,
 )
-from .scoring import SCALES, collect, compare, write_scores
+from .scoring import SCALES, collect, compare, manifest_sources, write_scores
 
 log = logging.getLogger("gmai_eval")
 
@@ -141,6 +141,8 @@ def _free(model: Any) -> None:
 def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     keys = _keys(args.answers, len(args.data))
+    for data in args.data:  # a broken build manifest beside a TSV fails before any model runs
+        manifest_sources(data)
     shard = Shard.from_env()
     prompt = PromptBuilder.from_file(args.prompt_template)
     judge = None
