@@ -170,12 +170,12 @@ def load_questions(
         images = _images(tsv) if need_hash else {}
         for row in frame.to_dict("records"):
             idx = str(row["index"])
-            rec = manifest.get(idx)
+            known = manifest.get(idx)
             answer = row.get("answer") or None
             if key is not None and idx in key.index:
                 answer = str(key.loc[idx, "answer"])
             options = [row[x] for x in LETTERS if row.get(x, "")]
-            phash = rec.image_phash if rec is not None else ""
+            phash = known.image_phash if known is not None else ""
             if need_hash and images.get(idx):
                 phash = _hash_b64(images[idx])
             out.append(AuditQuestion(
@@ -184,7 +184,7 @@ def load_questions(
                 task=row.get("clinical VQA task", "") if shown else "",
                 department=row.get("department", "") if shown else "",
                 modality=row.get("modality", ""), phash=phash,
-                group=f"{rec.source}/{rec.group}" if rec is not None else "",
+                group=f"{known.source}/{known.group}" if known is not None else "",
                 columns={c: str(row[c]) for c in META_COLUMNS if c in row and shown},
             ))
     if not manifest:

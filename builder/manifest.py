@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,8 +36,21 @@ from .schemas import key_path
 
 MANIFEST = "manifest.jsonl"
 LETTERS = "ABCDE"
-Split = Literal["VAL", "TEST"]
-Letter = Literal["A", "B", "C", "D", "E"]
+
+
+def _one_of(*allowed: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"'{value}' is none of {', '.join(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Text checked against its few values (plain ``str`` to the code: splits and letters are text
+# everywhere else).
+Split = Annotated[str, _one_of("VAL", "TEST")]
+Letter = Annotated[str, _one_of(*LETTERS)]
 
 
 class ManifestError(BuildError):
@@ -48,7 +62,8 @@ class BlindColumns(BaseModel):
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", populate_by_name=True)
     category: str
-    task: str = Field(alias="clinical VQA task")
+    task: str = Field(validation_alias="clinical VQA task",
+                      serialization_alias="clinical VQA task")
     department: str
 
     def columns(self) -> dict[str, str]:

@@ -168,7 +168,7 @@ def plan_split(
                                  [(c.source, c.group) for c in firsts], b.near_duplicate_distance)
     links = [((firsts[i].source, firsts[i].group), (firsts[j].source, firsts[j].group))
              for i, j, _ in pairs]
-    before = {(r.source, r.group): r.split for r in previous.values()}
+    before: dict[tuple[str, str], str] = {(r.source, r.group): r.split for r in previous.values()}
     plan = assign_splits({(c.source, c.group) for c in selected}, b.val_fraction, before, links)
     # The report names questions by case id here and by index once numbered: never by sample
     # id or group, which may be identifying folder names.

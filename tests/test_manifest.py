@@ -72,9 +72,8 @@ DAMAGE = {  # id -> (change to the second line, what the error says after 'line 
     "no options": (_set("options", []), "options: 0 item(s), expected at least 1"),
     "answer without option": (_set("answer", "C"), "answer: C names no option (the question "
                                                    "has 2)"),
-    "answer not a letter": (_set("answer", "a"), "answer: Input should be 'A', 'B', 'C', 'D' "
-                                                 "or 'E'"),
-    "unknown split": (_set("split", "val"), "split: Input should be 'VAL' or 'TEST'"),
+    "answer not a letter": (_set("answer", "a"), "answer: 'a' is none of A, B, C, D, E"),
+    "unknown split": (_set("split", "val"), "split: 'val' is none of VAL, TEST"),
     "file not text": (_set("files", ["f.png", 3]), "files[1]: Input should be a valid string"),
     "slice as float": (_set("slice_index", 2.0), "slice_index: Input should be a valid integer"),
     "nested field missing": (_drop_view_task, "test_view.clinical VQA task: missing"),
