@@ -10,7 +10,8 @@ On disk a record is one JSON object per line, keys sorted, UTF-8 as is
 A line that does not hold a valid record (a hand edit, another version's manifest) is a
 :class:`ManifestError` naming the file, the line, the field and what to do, never a traceback.
 
-This module needs only pydantic: ``gmai-eval`` imports it without the build's stages.
+This module needs only pydantic (and :mod:`gmai_build.errors` and ``schemas.key_path``):
+``gmai-eval`` imports it without the build's stages.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ManifestError(BuildError):
 
 
 class BlindColumns(BaseModel):
-    """What a question's TEST row shows in place of the truth (:func:`writer.test_views`)."""
+    """What a question's TEST row shows in place of the truth (:func:`gmai_build.records.test_views`)."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", populate_by_name=True)
     category: str

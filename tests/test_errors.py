@@ -146,7 +146,7 @@ def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypa
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(outputs, "write_jsonl", boom)
+    monkeypatch.setattr(outputs, "write_manifest", boom)
     with pytest.raises(OSError):
         pipeline.build(load_config(cfg), out, workers=1, progress=False, log=lambda s: None)
     assert _snapshot(out) == before
