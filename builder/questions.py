@@ -20,13 +20,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import OptionCount
+from pydantic import Field, model_validator
+
 from .relations import Relations, load_relations
 from .samples import IMAGE_LEVEL, Case
+from .schemas import Strict
 from .taxonomy import Vocabulary, normalize_key
 from .templates import DEFAULT_POOL, QuestionPool, Template  # noqa: F401  (moved; re-exported)
 
 LETTERS = "ABCDE"
+
+
+class OptionCount(Strict):
+    min: int = Field(default=2, ge=2, le=5)
+    max: int = Field(default=5, ge=2, le=5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OptionCount:
+        if self.min > self.max:
+            raise ValueError("options.min must be <= options.max")
+        return self
 
 
 @dataclass
