@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -30,14 +31,15 @@ from typing import BinaryIO
 from . import __version__
 from .converters import Item
 from .report import Entry
-from .samples import Case
+from .samples import Case, LabelSeen
 from .sources import SourceContext
 
 CACHE_DIR = ".cache"
 IMAGES = "images.bin"
 RESULT = "result.pkl"
+DROPPED = "dropped.txt"
 PARTIAL = ".partial-"
-FORMAT = 1  # bump when SourceResult changes shape
+FORMAT = 2  # bump when SourceResult changes shape
 
 
 @dataclass
@@ -45,7 +47,13 @@ class SourceResult:
     """What the reading stage keeps of one source (PNGs stay in ``images``)."""
 
     name: str
-    cases: list[Case] = field(default_factory=list)  # metadata only (png=b"")
+    # Full metadata (png=b"") only of the cases that may be asked about: rendered ones, and
+    # previous-build ones (their removal is explained). Of the others, what the distractor
+    # pools and the summary need: where each label was seen, skipped cases by reason.
+    cases: list[Case] = field(default_factory=list)
+    seen: set[LabelSeen] = field(default_factory=set)
+    skipped: Counter[str] = field(default_factory=Counter)  # "source: reason" -> cases
+    n_cases: int = 0
     refs: dict[str, tuple[int, int]] = field(default_factory=dict)  # case id -> (offset, size)
     image_sha256: dict[str, str] = field(default_factory=dict)  # case id -> PNG checksum
     inputs: dict[str, str] = field(default_factory=dict)  # file token -> sha256
@@ -56,12 +64,17 @@ class SourceResult:
 
 
 class ImageFile:
-    """PNGs of one source, appended as they come (the writer reads them back by offset)."""
+    """PNGs of one source, appended as they come (the writer reads them back by offset), and
+    the ids of the cases not kept (neither drawn nor asked by a previous build), one per line."""
 
     def __init__(self, path: Path):
         self.path = path
         self._f: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed in close())
+        self._dropped = open(path.with_name(DROPPED), "w")  # noqa: SIM115
         self._end = 0
+
+    def dropped(self, case_id: str) -> None:
+        self._dropped.write(case_id + "\n")
 
     def put(self, data: bytes) -> tuple[int, int]:
         self._f.write(data)
@@ -71,6 +84,7 @@ class ImageFile:
 
     def close(self) -> None:
         self._f.close()
+        self._dropped.close()
 
 
 class ImageReader:
@@ -173,6 +187,10 @@ class SourceCache:
             return None
         if any(c.case_id in previous and not c.rendered for c in result.cases):
             return None
+        kept = {c.case_id for c in result.cases}
+        asked_before = {cid for cid, r in previous.items() if r.get("source") == name} - kept
+        if asked_before and _any_line_in(entry / DROPPED, asked_before):
+            return None  # a previous question this entry did not draw: read the source again
         result.images = entry / IMAGES
         result.cached = True
         return result
@@ -210,6 +228,14 @@ class SourceCache:
         for source_dir in self.root.iterdir():
             if source_dir.name not in keep:
                 shutil.rmtree(source_dir, ignore_errors=True)
+
+
+def _any_line_in(path: Path, wanted: set[str]) -> bool:
+    try:
+        with open(path, encoding="ascii") as f:
+            return any(line.rstrip("\n") in wanted for line in f)
+    except (OSError, ValueError):
+        return True  # unreadable: do not trust the entry
 
 
 def _without_path(result: SourceResult) -> SourceResult:

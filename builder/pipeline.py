@@ -22,12 +22,13 @@ folder in one atomic step (:mod:`gmai_build.outdir`).
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .asking import make_questions
+from .asking import CaseBook, make_questions
 from .cache import CACHE_DIR, ImageReader, SourceCache, SourceResult, shared_files_key
 from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
@@ -104,11 +105,14 @@ def build(
                 sources = read_sources(contexts, config, previous, ex, cache, run.progress,
                                        _build_key(config))
             cache.prune(set(contexts))
-            cases = [c for s in sources for c in s.cases]
+            book = CaseBook([c for s in sources for c in s.cases],
+                            {x for s in sources for x in s.seen},
+                            sum((s.skipped for s in sources), Counter()),
+                            {s.name for s in sources if s.n_cases})
             report = [e for s in sources for e in s.report]
-            splits, split_report = plan_split(cases, config, previous)
+            splits, split_report = plan_split(book.cases, config, previous)
             questions, reused_ids, skipped, reuse = make_questions(
-                cases, vocab, pool, config, previous, splits)
+                book, vocab, pool, config, previous, splits)
             records, split_report = number_and_split(
                 questions, reused_ids, previous, config,
                 {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
@@ -118,7 +122,7 @@ def build(
             summary["skipped"] = dict(sorted(skipped.items()))
             summary.update(summary_section(report))
             summary["split"] = split_report
-            changes = summarize(previous, records, reuse, cases,
+            changes = summarize(previous, records, reuse, book.cases,
                                 {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
             info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
             info["salt_check"] = privacy.check_value

@@ -23,6 +23,7 @@ from .errors import BuildError
 from .executors import Executor
 from .lifecycle import failpoint
 from .report import SKIPPED
+from .samples import Case, LabelSeen
 from .selection import RenderRule, prefilter_items
 from .sources import SourceContext
 from .work import Task, input_checksums, run_task
@@ -114,11 +115,7 @@ def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
                         raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
                                          source=out.name)
                     seen.add(c.case_id)
-                    if c.rendered:
-                        out.refs[c.case_id] = run.images.put(c.png)
-                        out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
-                    run.rule.seen(c)
-                    out.cases.append(replace(c, png=b""))
+                    keep(out, run, c)
                 bar.update(1)
                 failpoint("reading")
             if chunk[-1] is run.items[-1]:
@@ -128,6 +125,23 @@ def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
         bar.close()
         for run in runs:
             run.images.close()
+
+
+def keep(out: SourceResult, run: SourceRun, c: Case) -> None:
+    """File one case: its PNG, and its metadata if it may be asked about (memory then grows
+    with what the cap can select, not with the corpus)."""
+    out.n_cases += 1
+    out.seen.add(LabelSeen.of(c))
+    if c.skipped:
+        out.skipped[f"{c.source}: {c.skipped}"] += 1
+    if c.rendered:
+        out.refs[c.case_id] = run.images.put(c.png)
+        out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
+        run.rule.seen(c)
+    if c.rendered or c.case_id in run.rule.always:
+        out.cases.append(replace(c, png=b""))
+    else:  # (on disk, for the cache's check that a later build's previous questions are here)
+        run.images.dropped(c.case_id)
 
 
 def _finish(run: SourceRun, cache: SourceCache) -> None:
