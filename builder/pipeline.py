@@ -129,7 +129,7 @@ def build(
             info["changes"] = changes.to_json()
             reader = ImageReader()
             try:
-                write_outputs(stage, config, records, _png_lookup(sources, reader), summary,
+                write_outputs(stage, config, records, _image_lookup(sources, reader), summary,
                               info)
             finally:
                 reader.close()
@@ -159,14 +159,16 @@ def _build_key(config: Config) -> dict[str, object]:
             "files": shared_files_key(files)}
 
 
-def _png_lookup(sources: list[SourceResult], reader: ImageReader) -> Callable[[str], bytes]:
-    where = {cid: (s.images, ref) for s in sources for cid, ref in s.refs.items()}
+def _image_lookup(sources: list[SourceResult], reader: ImageReader) -> Callable[[str], bytes]:
+    """case id -> its base64 PNG, read from the task file that holds it."""
+    where = {cid: (s.images / name, (offset, size))
+             for s in sources for cid, (name, offset, size) in s.refs.items()}
 
-    def png_of(case_id: str) -> bytes:
+    def image_of(case_id: str) -> bytes:
         path, ref = where[case_id]
         return reader.get(path, ref)
 
-    return png_of
+    return image_of
 
 
 def _cache_line(sources: list[SourceResult], enabled: bool) -> str:

@@ -73,6 +73,10 @@ class Base64Text(str):
     """
 
 
+class Base64Bytes(bytes):
+    """:class:`Base64Text` as ASCII bytes, as workers write images: copied to the TSV as is."""
+
+
 def tsv_writer(f) -> Any:
     return csv.writer(f, delimiter="\t", lineterminator=LINE_END, quoting=csv.QUOTE_MINIMAL)
 
@@ -100,9 +104,9 @@ def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) ->
         for row in rows:
             values = [row.get(c, "") for c in columns]
             last = values[-1]
-            if isinstance(last, Base64Text) and last and len(values) > 1:
+            if isinstance(last, (Base64Text, Base64Bytes)) and last and len(values) > 1:
                 f.write(line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
-                f.write(last.encode("ascii"))
+                f.write(last if isinstance(last, bytes) else last.encode("ascii"))
                 f.write(LINE_END.encode("ascii"))
             else:
                 f.write(line(values).encode("utf-8"))
