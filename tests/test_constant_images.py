@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from gmai_build.sanity import _is_constant_exact, is_constant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from gmai_build.sanity import _is_constant_exact, is_constant
 
 
 @st.composite
