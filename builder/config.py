@@ -84,7 +84,7 @@ class BuildSettings(Strict):
     val_fraction: float = Field(default=0.18, gt=0, lt=1)
     per_label_cap: int = Field(default=30, ge=1)
     options: OptionCount = Field(default_factory=OptionCount)
-    workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
+    workers: int = Field(default=0, ge=0, description="0 = one per CPU core this process may use")
     question_pool: Path | None = None
     near_duplicate_distance: int = Field(
         default=32, ge=0, le=128, description="max Hamming distance (of 256 bits) between the "
