@@ -24,10 +24,9 @@ import json
 import os
 import pickle
 import shutil
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from . import __version__
 from .converters import Item
@@ -76,30 +75,6 @@ class DroppedIds:
 
     def close(self) -> None:
         self._f.close()
-
-
-class ImageReader:
-    """Reads base64 images back from the task files of every source (a few kept open)."""
-
-    OPEN = 32
-
-    def __init__(self) -> None:
-        self._files: OrderedDict[Path, BinaryIO] = OrderedDict()
-
-    def get(self, path: Path, ref: tuple[int, int]) -> bytes:
-        f = self._files.pop(path, None)
-        if f is None:
-            f = open(path, "rb")  # noqa: SIM115  (closed in close() or when evicted)
-            if len(self._files) >= self.OPEN:
-                self._files.popitem(last=False)[1].close()
-        self._files[path] = f
-        f.seek(ref[0])
-        return f.read(ref[1])
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
 
 
 def _file_hash(path: Path | None) -> str:

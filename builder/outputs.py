@@ -20,6 +20,7 @@ from .writer import (
     MANIFEST,
     TEST_COLUMNS,
     TSV_COLUMNS,
+    ImageSlice,
     answer_key_row,
     summary_markdown,
     write_json,
@@ -29,11 +30,12 @@ from .writer import (
 
 
 def write_outputs(
-    stage: Path, config: Config, records: list[dict[str, Any]], image_of: Callable[[str], bytes],
+    stage: Path, config: Config, records: list[dict[str, Any]],
+    image_of: Callable[[str], ImageSlice],
     summary: dict[str, Any], build_info: dict[str, Any],
 ) -> list[str]:
-    """Every file of a build but coverage and CircularEval; ``image_of(case_id)`` gives a case's
-    PNG, base64-encoded."""
+    """Every file of a build but coverage and CircularEval; ``image_of(case_id)`` says where a
+    case's base64 PNG lies."""
     name = config.build.name
     val_rows = [r for r in records if r["split"] == VAL]
     test_rows = [r for r in records if r["split"] != VAL]

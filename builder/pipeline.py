@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .asking import CaseBook, make_questions
-from .cache import CACHE_DIR, ImageReader, SourceCache, SourceResult, shared_files_key
+from .cache import CACHE_DIR, SourceCache, SourceResult, shared_files_key
 from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
 from .config import Config
@@ -47,7 +47,7 @@ from .sources import check_known_labels, discover, prepare
 from .split import plan_split
 from .taxonomy import LABEL_MAPS
 from .templates import DEFAULT_POOL
-from .writer import MANIFEST, summary_markdown, summary_tables, test_views
+from .writer import MANIFEST, ImageSlice, summary_markdown, summary_tables, test_views
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,7 @@ def build(
             info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
             info["salt_check"] = privacy.check_value
             info["changes"] = changes.to_json()
-            reader = ImageReader()
-            try:
-                write_outputs(stage, config, records, _image_lookup(sources, reader), summary,
-                              info)
-            finally:
-                reader.close()
+            write_outputs(stage, config, records, _image_lookup(sources), summary, info)
             if config.build.circular:
                 write_circular(stage, config.build.name)
             write_coverage(stage, records, config.build.name, vocab)
@@ -159,16 +154,11 @@ def _build_key(config: Config) -> dict[str, object]:
             "files": shared_files_key(files)}
 
 
-def _image_lookup(sources: list[SourceResult], reader: ImageReader) -> Callable[[str], bytes]:
-    """case id -> its base64 PNG, read from the task file that holds it."""
-    where = {cid: (s.images / name, (offset, size))
+def _image_lookup(sources: list[SourceResult]) -> Callable[[str], ImageSlice]:
+    """case id -> where its base64 PNG lies (the task file of the worker that drew it)."""
+    where = {cid: ImageSlice(s.images / name, offset, size)
              for s in sources for cid, (name, offset, size) in s.refs.items()}
-
-    def image_of(case_id: str) -> bytes:
-        path, ref = where[case_id]
-        return reader.get(path, ref)
-
-    return image_of
+    return where.__getitem__
 
 
 def _cache_line(sources: list[SourceResult], enabled: bool) -> str:
