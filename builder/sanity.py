@@ -83,7 +83,10 @@ def _kept(raw: object, label_map: LabelMap) -> bool:
 def raw_targets(sample: Sample) -> set[str]:
     """Raw labels of the mask targets that have at least one pixel in the sample."""
     found: set[str] = set()
-    if sample.label_mask is not None:
+    if sample.label_mask is not None and "label_values" in sample.extra:  # (volumes.py)
+        values = sample.extra["label_values"]
+        found.update(sample.mask_labels.get(int(v), str(int(v))) for v in values if v != 0)
+    elif sample.label_mask is not None:
         lm = np.asanyarray(sample.label_mask)
         if lm.dtype.kind in "iub" and lm.size and int(lm.min()) >= 0 and int(lm.max()) < 1 << 16:
             values = np.flatnonzero(np.bincount(lm.ravel().astype(np.intp, copy=False)))
