@@ -170,7 +170,8 @@ def write_config(root: Path, with_extra: bool) -> Path:
     def source(name: str, fmt: str, folder: str, modality: str, label_map: str, **extra) -> str:
         lines = [f"  - name: {name}", f"    format: {fmt}", f"    root: {root / folder}",
                  f"    modality: {modality}", f"    label_map: {maps / label_map}",
-                 "    license: synthetic", "    citation: gmai-build bench"]
+                 "    license: synthetic", "    citation: gmai-build bench",
+                 "    identifying_paths: false"]  # synthetic: the floor reads build.json's paths
         lines += [f"    {k}: {v}" for k, v in extra.items()]
         return "\n".join(lines) + "\n"
 

@@ -30,6 +30,10 @@ from .lifecycle import STOP_SIGNALS, child_init, deferred_signals, failpoint
 T = TypeVar("T")
 R = TypeVar("R")
 EXECUTORS = ("local", "ray")
+# Tasks in flight per worker. Results come back in order, so a slow task (a CT volume) at the
+# head holds the window: enough tasks must be queued behind it to keep the other workers busy.
+# Results are small (metadata; workers write the images themselves), so a deep window is cheap.
+IN_FLIGHT = 8
 
 
 class Executor(Protocol):
@@ -68,7 +72,7 @@ class InlineExecutor:
 
 
 class ProcessExecutor:
-    """A spawned process pool; at most ``2 x workers`` tasks in flight."""
+    """A spawned process pool; at most ``IN_FLIGHT x workers`` tasks in flight."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -95,7 +99,7 @@ class ProcessExecutor:
         try:
             for task in tasks:
                 pending.append(self._pool.submit(fn, task))
-                if len(pending) >= 2 * self.workers:
+                if len(pending) >= IN_FLIGHT * self.workers:
                     yield _result(pending.popleft())
             while pending:
                 yield _result(pending.popleft())

@@ -25,7 +25,7 @@ from .manifest import BlindColumns, ManifestRecord
 from .questions import Question
 from .split import VAL
 from .taxonomy import FROM_SOURCE, Vocabulary
-from .writer import HIDDEN_TASK, b64
+from .writer import HIDDEN_TASK, ImageSlice
 
 
 def number_and_split(
@@ -149,8 +149,9 @@ def test_views(questions: Sequence[Question], vocab: Vocabulary) -> list[BlindCo
     return views
 
 
-def tsv_row(r: ManifestRecord, png: bytes) -> dict[str, Any]:
-    """The VAL row of a record (TEST rows replace some columns by :attr:`test_view`)."""
+def tsv_row(r: ManifestRecord, image: ImageSlice) -> dict[str, Any]:
+    """The VAL row of a record (TEST rows replace some columns by :attr:`test_view`);
+    ``image``: where its base64 PNG lies (a worker wrote it)."""
     row: dict[str, Any] = {
         "index": r.index,
         "question": r.question,
@@ -161,7 +162,7 @@ def tsv_row(r: ManifestRecord, png: bytes) -> dict[str, Any]:
         "perceptual granularity": r.granularity,
         "modality": r.modality,
         "original task": r.original_task,
-        "image": b64(png),
+        "image": image,
     }
     for letter, text in zip("ABCDE", r.options):
         row[letter] = text
