@@ -1,5 +1,5 @@
-r"""Records stage: questions -> numbered :class:`~gmai_build.manifest.ManifestRecord`\ s, and
-what a record's TSV rows show.
+"""Records stage: questions -> numbered manifest records
+(:class:`~gmai_build.manifest.ManifestRecord`), and what a record's TSV rows show.
 
 The manifest record is the contract between the builder and everything that reads a build
 (the evaluator, audit, exports, the next incremental build). Reused questions keep their index;
