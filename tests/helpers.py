@@ -149,3 +149,21 @@ def xray_class_folders(root: Path, classes: dict[str, int], offset: int = 0) -> 
 def xray_source(name: str = "xr", root: str = "imgs", label_map: str = "map.yaml") -> dict:
     return {"name": name, "format": "folder_per_class", "root": root, "modality": "X-ray",
             "label_map": label_map, **XRAY_CITE}
+
+
+def mixed_realdata_sources(folder: Path) -> Path:
+    """sources.yaml of a small real-data build that exercises the executors: 20 BCCD
+    microscopy images with boxes (VOC, one task per few images) and the MSD spleen CT volume
+    (gzip NIfTI, mask and contour questions); ~70 questions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_yaml(folder / "sources.yaml", {
+        "build": {"name": "MIX", "seed": 0},
+        "sources": [
+            {"name": "bccd", "format": "voc", "root": str(realdata("voc_bccd")),
+             "modality": "Microscopy", "label_map": "bccd", "license": "MIT",
+             "citation": "BCCD Dataset, Shenggan, 2017", "identifying_paths": False},
+            {"name": "spleen", "format": "msd", "root": str(realdata("msd_spleen")),
+             "modality": "CT", "label_map": "msd_spleen", "license": "CC-BY-SA 4.0",
+             "citation": "Medical Segmentation Decathlon, Task09 Spleen",
+             "identifying_paths": False},
+        ]})
