@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -159,9 +160,10 @@ class RayExecutor:
             self._ray_logger.setLevel(logging.ERROR)
             self._owned = True
             try:
-                ray.init(address=address, num_cpus=None if address else workers,
-                         include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                with _keeping_stop_handlers():
+                    ray.init(address=address, num_cpus=None if address else workers,
+                             include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConfigError(f"cannot start or reach Ray ({address or 'local'}): "
                                   f"{_first_line(exc)}") from None
@@ -201,6 +203,21 @@ class RayExecutor:
         if self._owned:
             self._ray.shutdown()
             self._ray_logger.setLevel(self._ray_log_level)
+
+
+@contextmanager
+def _keeping_stop_handlers() -> Iterator[None]:
+    """Ray's core installs a C-level handler for SIGTERM that prints a stack dump and exits;
+    re-registering the Python handlers afterwards keeps SIGTERM ending the build like Ctrl-C,
+    with one line and nothing published (lifecycle.py)."""
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +169,31 @@ def mixed_realdata_sources(folder: Path) -> Path:
              "citation": "Medical Segmentation Decathlon, Task09 Spleen",
              "identifying_paths": False},
         ]})
+
+
+# Processes a build left behind: the tests start it with GMAI_TEST_MARK=<marker> in its
+# environment, which every process it starts inherits.
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment carries the marker (the build and its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                stat = (entry / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":  # a zombie is already dead
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def no_orphans(marker: str) -> None:
+    """Wait (10 s at most) until no process carries the marker; kill and fail if one does."""
+    deadline = time.monotonic() + 10
+    while (alive := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in alive:  # do not leave them running after the test
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"processes outlived the build: {alive}"

@@ -20,7 +20,14 @@ ray = pytest.importorskip(
     "ray", reason="Ray is not installed: pip install 'gmai-build[ray]' (the test extra has it)")
 
 from gmai_build.cli import main  # noqa: E402
-from helpers import leftovers, published, realdata, run_cli, write_yaml  # noqa: E402
+from helpers import (  # noqa: E402
+    leftovers,
+    no_orphans,
+    published,
+    realdata,
+    run_cli,
+    write_yaml,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +133,28 @@ def test_cli_starts_its_own_local_ray_quietly(tmp_path: Path,
     assert r.stderr == ""
     assert r.stdout.startswith("MIX: ") and "Ray" not in r.stdout and "ray" not in r.stdout
     assert published(out) == published(one)
+
+
+@pytest.mark.parametrize("how, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_stop_signal_during_a_ray_build_is_one_line(tmp_path: Path, how: str, code: int,
+                                                    mixed_reference: tuple[Path, Path]) -> None:
+    """SIGTERM (as `kill` sends it) or SIGINT to the process group (as Ctrl-C does) while
+    results come back from Ray: the one line of a local build, not the stack dump of the
+    signal handler Ray's core installs; nothing published, Ray stopped."""
+    import os
+    import uuid
+
+    sources, _ = mixed_reference
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(GMAI_BUILD_FAILPOINT=f"reading:{how}", GMAI_TEST_MARK=marker)
+    out = tmp_path / "out"
+    r = run_cli("--sources", str(sources), "--out", str(out), "--executor", "ray",
+                "--workers", "2", "--no-progress", env=env, timeout=300,
+                start_new_session=True)  # (its own process group, for the SIGINT)
+    assert r.returncode == code, r.stderr
+    assert r.stderr.splitlines() == [
+        f"gmai-build: interrupted by {how}; the output folder holds the last complete build, "
+        "nothing partial"]
+    assert published(out) == {} and leftovers(out) == []
+    no_orphans(marker)  # Ray's own processes (GCS, raylet, workers) included
