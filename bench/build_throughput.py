@@ -174,9 +174,7 @@ def write_config(root: Path, with_extra: bool) -> Path:
         lines = [f"  - name: {name}", f"    format: {fmt}", f"    root: {root / folder}",
                  f"    modality: {modality}", f"    label_map: {maps / label_map}",
                  "    license: synthetic", "    citation: gmai-build bench",
-                 # generated names identify no one; build.json then names the inputs by their
-                 # paths, which the codec floor reads back
-                 "    identifying_paths: false"]
+                 "    identifying_paths: false"]  # synthetic: the floor reads build.json's paths
         lines += [f"    {k}: {v}" for k, v in extra.items()]
         return "\n".join(lines) + "\n"
 

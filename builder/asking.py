@@ -8,6 +8,7 @@ and a source that yields no question is an error naming it and why.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
 from .config import Config
 from .errors import BuildError
@@ -20,13 +21,24 @@ from .questions import (
     reuse_question,
 )
 from .rebuild import Reuse, pair_staleness
-from .samples import IMAGE_LEVEL, Case
+from .samples import IMAGE_LEVEL, Case, LabelSeen
 from .selection import askable_cases, cap_family, select_by_cap
 from .taxonomy import Vocabulary
 
 
+@dataclass
+class CaseBook:
+    """The reading stage's cases as the later stages see them: full metadata of those that may
+    be asked about, where every label was seen (distractor pools), skipped cases by reason."""
+
+    cases: list[Case] = field(default_factory=list)
+    seen: set[LabelSeen] = field(default_factory=set)
+    skipped: Counter[str] = field(default_factory=Counter)
+    sources_with_cases: set[str] = field(default_factory=set)
+
+
 def make_questions(
-    cases: list[Case], vocab: Vocabulary, pool: QuestionPool, config: Config,
+    book: CaseBook, vocab: Vocabulary, pool: QuestionPool, config: Config,
     previous: dict[str, dict], splits: dict[tuple[str, str], str] | None = None,
 ) -> tuple[list[Question], set[str], Counter[str], Reuse]:
     """Cap, then one question per selected case: previous questions reused as they were.
@@ -38,10 +50,10 @@ def make_questions(
     within each split, so VAL and TEST are each unbiased on their own.
     """
     b = config.build
-    skipped: Counter[str] = Counter(f"{c.source}: {c.skipped}" for c in cases if c.skipped)
-    selected = select_by_cap(askable_cases(cases), b.per_label_cap, b.seed, previous)
-    assert all(c.rendered for c in selected), "the cap tracker skipped a selectable case"
-    pools = DistractorPools(cases, vocab, pool)  # all labels seen, not only the capped
+    skipped = Counter(book.skipped)
+    selected = select_by_cap(askable_cases(book.cases), b.per_label_cap, b.seed, previous)
+    assert all(c.rendered for c in selected), "the render rule skipped a selectable case"
+    pools = DistractorPools(sorted(book.seen), vocab, pool)  # every label, not only the capped
     split_map = splits or {}
     balance = AnswerBalance(lambda c: split_map.get((c.source, c.group), ""))
     questions: list[Question] = []
@@ -70,7 +82,7 @@ def make_questions(
         questions.append(q)
         if cap_family(c.granularity) == "segmentation":
             partners.setdefault(c.pair_id, q)
-    check_every_source_asks(config, questions, cases, skipped)
+    check_every_source_asks(config, questions, book.sources_with_cases, skipped)
     if not questions:
         raise BuildError("no question could be made: every source yields none ("
                          + "; ".join(f"{k} x{n}" for k, n in sorted(skipped.items())) + ")")
@@ -78,11 +90,10 @@ def make_questions(
 
 
 def check_every_source_asks(
-    config: Config, questions: list[Question], cases: list[Case], skipped: Counter[str],
+    config: Config, questions: list[Question], with_cases: set[str], skipped: Counter[str],
 ) -> None:
     """A source that yields no question is an error naming it and why (unless allowed)."""
     asked = {q.case.source for q in questions}
-    with_cases = {c.source for c in cases}
     for src in config.sources:
         if src.name in asked or src.allow_no_questions:
             continue

@@ -1,10 +1,11 @@
 """Per-source cache: what the reading stage made of a source, reused while nothing it depends on
 changed.
 
-A source's entry lives in ``<out>/.cache/<source>/<fingerprint>/``: ``images.bin`` (the rendered
-PNGs, back to back; the writer reads them from there, so a cold build writes each PNG once) and
-``result.pkl`` (case metadata, PNG offsets and checksums, skipped/notes entries, input
-checksums). The fingerprint covers everything that decides that result: the tool version, the
+A source's entry lives in ``<out>/.cache/<source>/<fingerprint>/``: one ``images-NNNNNN.b64``
+per worker task (the base64 PNGs that task drew, back to back; the writer copies them from there,
+so a cold build writes each image once), ``dropped.txt`` and ``result.pkl`` (case metadata,
+image offsets and checksums, skipped/notes entries, input checksums).
+The fingerprint covers everything that decides that result: the tool version, the
 source's settings, its label map, the vocabulary and question pool files, the build settings
 that reach the workers (seed, cap, salt, message style), and the list of items with the size and
 modification time of every file they read. Rendering rules are per source
@@ -23,21 +24,21 @@ import json
 import os
 import pickle
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from . import __version__
 from .converters import Item
 from .report import Entry
-from .samples import Case
+from .samples import Case, LabelSeen
 from .sources import SourceContext
 
 CACHE_DIR = ".cache"
-IMAGES = "images.bin"
 RESULT = "result.pkl"
+DROPPED = "dropped.txt"
 PARTIAL = ".partial-"
-FORMAT = 1  # bump when SourceResult changes shape
+FORMAT = 2  # bump when SourceResult changes shape
 
 
 @dataclass
@@ -45,51 +46,35 @@ class SourceResult:
     """What the reading stage keeps of one source (PNGs stay in ``images``)."""
 
     name: str
-    cases: list[Case] = field(default_factory=list)  # metadata only (png=b"")
-    refs: dict[str, tuple[int, int]] = field(default_factory=dict)  # case id -> (offset, size)
+    # Full metadata (png=b"") only of the cases that may be asked about: rendered ones, and
+    # previous-build ones (their removal is explained). Of the others, what the distractor
+    # pools and the summary need: where each label was seen, skipped cases by reason.
+    cases: list[Case] = field(default_factory=list)
+    seen: set[LabelSeen] = field(default_factory=set)
+    skipped: Counter[str] = field(default_factory=Counter)  # "source: reason" -> cases
+    n_cases: int = 0
+    # case id -> (task file name, offset, size) of its base64 PNG, in the folder ``images``
+    refs: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     image_sha256: dict[str, str] = field(default_factory=dict)  # case id -> PNG checksum
     inputs: dict[str, str] = field(default_factory=dict)  # file token -> sha256
     report: list[Entry] = field(default_factory=list)  # skipped samples and notes
     items_read: frozenset[str] = frozenset()  # salted ids of the items read (after the prefilter)
-    images: Path = Path()  # the PNG file
+    images: Path = Path()  # the folder of the task files
     cached: bool = False  # reused from the cache by this build
 
 
-class ImageFile:
-    """PNGs of one source, appended as they come (the writer reads them back by offset)."""
+class DroppedIds:
+    """Ids of the cases not kept (neither drawn nor asked by a previous build), one per line:
+    on disk, for the cache's check that a later build's previous questions were drawn."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self._f: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed in close())
-        self._end = 0
+        self._f = open(path, "w", encoding="ascii")  # noqa: SIM115  (closed in close())
 
-    def put(self, data: bytes) -> tuple[int, int]:
-        self._f.write(data)
-        ref = (self._end, len(data))
-        self._end += len(data)
-        return ref
+    def add(self, case_id: str) -> None:
+        self._f.write(case_id + "\n")
 
     def close(self) -> None:
         self._f.close()
-
-
-class ImageReader:
-    """Reads PNGs back from the image files of every source, one open file each."""
-
-    def __init__(self) -> None:
-        self._files: dict[Path, BinaryIO] = {}
-
-    def get(self, path: Path, ref: tuple[int, int]) -> bytes:
-        f = self._files.get(path)
-        if f is None:
-            f = self._files[path] = open(path, "rb")  # noqa: SIM115  (closed in close())
-        f.seek(ref[0])
-        return f.read(ref[1])
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
 
 
 def _file_hash(path: Path | None) -> str:
@@ -167,24 +152,29 @@ class SourceCache:
                 result = pickle.load(f)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
             return None
-        if not isinstance(result, SourceResult) or not (entry / IMAGES).is_file():
+        if not isinstance(result, SourceResult):
             return None
         if not read_now <= result.items_read:
             return None
         if any(c.case_id in previous and not c.rendered for c in result.cases):
             return None
-        result.images = entry / IMAGES
+        kept = {c.case_id for c in result.cases}
+        asked_before = {cid for cid, r in previous.items() if r.get("source") == name} - kept
+        if asked_before and _any_line_in(entry / DROPPED, asked_before):
+            return None  # a previous question this entry did not draw: read the source again
+        if any(not (entry / name).is_file() for name in {ref[0] for ref in result.refs.values()}):
+            return None
+        result.images = entry
         result.cached = True
         return result
 
-    def open_images(self, name: str, key: str) -> ImageFile:
-        """Where this build writes the PNGs of a source it reads."""
-        if self.root is None:
-            return ImageFile(self.scratch / f"{_safe(name)}.images")
-        partial = self.root / _safe(name) / f"{PARTIAL}{key}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        return ImageFile(partial / IMAGES)
+    def open_folder(self, name: str, key: str) -> Path:
+        """An empty folder for the task files of a source this build reads."""
+        folder = (self.scratch / _safe(name) if self.root is None
+                  else self.root / _safe(name) / f"{PARTIAL}{key}")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
 
     def store(self, result: SourceResult, key: str) -> None:
         """Make a complete source's entry the one to reuse (older entries of it are removed)."""
@@ -200,7 +190,7 @@ class SourceCache:
         final = source_dir / key
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        result.images = final / IMAGES
+        result.images = final
 
     def prune(self, names: set[str]) -> None:
         """Drop the entries of sources no longer in the config."""
@@ -210,6 +200,14 @@ class SourceCache:
         for source_dir in self.root.iterdir():
             if source_dir.name not in keep:
                 shutil.rmtree(source_dir, ignore_errors=True)
+
+
+def _any_line_in(path: Path, wanted: set[str]) -> bool:
+    try:
+        with open(path, encoding="ascii") as f:
+            return any(line.rstrip("\n") in wanted for line in f)
+    except (OSError, ValueError):
+        return True  # unreadable: do not trust the entry
 
 
 def _without_path(result: SourceResult) -> SourceResult:

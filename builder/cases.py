@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from .config import SourceConfig
 from .dedup import image_phash
 from .render import draw_box, draw_contour, draw_mask, encode_png
 from .samples import (
@@ -27,9 +28,34 @@ from .samples import (
     Case,
     Slice2D,
 )
+from .schemas import Strict
 from .taxonomy import LabelMap, StandardLabel
 
+if TYPE_CHECKING:
+    from .config import SourceConfig
+
 AMBIGUOUS_BOX_IOU = 0.5
+
+
+class TargetLimits(Strict):
+    """Which marked areas are fit to ask about, in pixels of the image before upscaling.
+
+    A mask or box below ``min_area`` pixels or thinner than ``min_extent`` pixels in either
+    direction is not asked about (a 1-pixel sliver of a segment is no question); such cases
+    are counted in the summary. A Box question never offers a label whose own annotated box
+    covers more than ``box_overlap`` of the smaller of the two boxes (it may be inside the
+    marked area too, as image-level questions never offer another true label).
+    """
+
+    min_area: int = Field(default=64, ge=1)
+    min_extent: int = Field(default=4, ge=1)
+    box_overlap: float = Field(default=0.25, ge=0, le=1)
+
+
+class BoxesFromMasks(Strict):
+    """Derive Box-level cases from segmentation masks by connected components."""
+
+    min_area: int = Field(default=20, ge=1)
 
 
 def stable_id(*parts: object) -> str:

@@ -1,5 +1,9 @@
 """``sources.yaml``: the declarative description of a build, validated before any work starts.
 
+Each stage declares its own settings next to its code (intensity in :mod:`normalize`, slicing
+in :mod:`slicing`, target limits in :mod:`cases`, option counts in :mod:`questions`); this
+module composes them into a source and a build.
+
 Every problem is reported as ``<file>: <key path>: <reason>`` (for example
 ``sources.yaml: sources[1].format: unknown format 'niftii'; known: ...``) and raises
 :class:`~gmai_build.errors.ConfigError`. Paths in the file are relative to the file itself;
@@ -19,100 +23,17 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from .cases import BoxesFromMasks, TargetLimits
 from .errors import ConfigError
-from .schemas import read_yaml_text
+from .normalize import IntensityConfig
+from .questions import OptionCount
+from .schemas import Strict, read_yaml_text, valid_regex
+from .slicing import SlicingConfig
 
 if TYPE_CHECKING:
     from .cards import Card
-
-CT_WINDOWS: dict[str, tuple[float, float]] = {  # name -> (width, level) in HU
-    "soft_tissue": (400, 40),
-    "lung": (1500, -600),
-    "bone": (2500, 480),
-    "brain": (80, 40),
-    "liver": (150, 90),
-}
-
-
-def valid_regex(pattern: str | None) -> str | None:
-    """Pydantic validator body: the pattern compiles (the message says why not)."""
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from exc
-    return pattern
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Window(Strict):
-    width: float = Field(gt=0)
-    level: float
-
-
-class IntensityConfig(Strict):
-    """How a 3D (or 16-bit) image becomes 8-bit: a CT window or a percentile clip."""
-
-    window: Literal["soft_tissue", "lung", "bone", "brain", "liver"] | Window | None = None
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    nonfinite: Literal["floor", "error"] = Field(
-        default="floor",
-        description="NaN/inf pixels: 'floor' ignores them in percentiles and shows them at the "
-        "window floor (black), counted in the summary; 'error' stops naming the file and count",
-    )
-
-    @field_validator("percentiles")
-    @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= v[0] < v[1] <= 100:
-            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
-        return v
-
-    def window_width_level(self) -> tuple[float, float] | None:
-        if self.window is None:
-            return None
-        if isinstance(self.window, Window):
-            return (self.window.width, self.window.level)
-        return CT_WINDOWS[self.window]
-
-
-class SlicingConfig(Strict):
-    """How a 3D volume becomes 2D questions: which axis, and which slices per label."""
-
-    axis: Literal["axial", "coronal", "sagittal"] = "axial"
-    min_area: int = Field(default=16, ge=1, description="min label pixels on a slice")
-    per_label: int = Field(default=1, ge=1, description="slices per label per volume")
-    strategy: Literal["largest", "even"] = "largest"
-    min_gap_mm: float = Field(default=10.0, ge=0, description="min distance between the "
-                              "per_label slices of one label (mm along the slicing axis)")
-    min_gap_slices: int = Field(default=2, ge=1, description="...and in slices")
-
-
-class TargetLimits(Strict):
-    """Which marked areas are fit to ask about, in pixels of the image before upscaling.
-
-    A mask or box below ``min_area`` pixels or thinner than ``min_extent`` pixels in either
-    direction is not asked about (a 1-pixel sliver of a segment is no question); such cases
-    are counted in the summary. A Box question never offers a label whose own annotated box
-    covers more than ``box_overlap`` of the smaller of the two boxes (it may be inside the
-    marked area too, as image-level questions never offer another true label).
-    """
-
-    min_area: int = Field(default=64, ge=1)
-    min_extent: int = Field(default=4, ge=1)
-    box_overlap: float = Field(default=0.25, ge=0, le=1)
-
-
-class BoxesFromMasks(Strict):
-    """Derive Box-level cases from segmentation masks by connected components."""
-
-    min_area: int = Field(default=20, ge=1)
-
 
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -156,17 +77,6 @@ class SourceConfig(Strict):
         return valid_regex(v)
 
 
-class OptionCount(Strict):
-    min: int = Field(default=2, ge=2, le=5)
-    max: int = Field(default=5, ge=2, le=5)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> OptionCount:
-        if self.min > self.max:
-            raise ValueError("options.min must be <= options.max")
-        return self
-
-
 class BuildSettings(Strict):
     name: str = Field(default="GMAI-build", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     out: Path | None = None
@@ -174,7 +84,7 @@ class BuildSettings(Strict):
     val_fraction: float = Field(default=0.18, gt=0, lt=1)
     per_label_cap: int = Field(default=30, ge=1)
     options: OptionCount = Field(default_factory=OptionCount)
-    workers: int = Field(default=0, ge=0, description="0 = one per CPU core (max 8)")
+    workers: int = Field(default=0, ge=0, description="0 = one per CPU core this process may use")
     question_pool: Path | None = None
     near_duplicate_distance: int = Field(
         default=32, ge=0, le=128, description="max Hamming distance (of 256 bits) between the "

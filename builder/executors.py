@@ -33,6 +33,10 @@ from .lifecycle import STOP_SIGNALS, child_init, deferred_signals, failpoint
 T = TypeVar("T")
 R = TypeVar("R")
 EXECUTORS = ("local", "ray")
+# Tasks in flight per worker. Results come back in order, so a slow task (a CT volume) at the
+# head holds the window: enough tasks must be queued behind it to keep the other workers busy.
+# Results are small (metadata; workers write the images themselves), so a deep window is cheap.
+IN_FLIGHT = 8
 
 
 class Executor(Protocol):
@@ -71,7 +75,7 @@ class InlineExecutor:
 
 
 class ProcessExecutor:
-    """A spawned process pool; at most ``2 x workers`` tasks in flight."""
+    """A spawned process pool; at most ``IN_FLIGHT x workers`` tasks in flight."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -98,7 +102,7 @@ class ProcessExecutor:
         try:
             for task in tasks:
                 pending.append(self._pool.submit(fn, task))
-                if len(pending) >= 2 * self.workers:
+                if len(pending) >= IN_FLIGHT * self.workers:
                     yield _result(pending.popleft())
             while pending:
                 yield _result(pending.popleft())
@@ -130,7 +134,9 @@ def _result(future: Future[R]) -> R:
 
 
 class RayExecutor:
-    """Tasks as Ray tasks; at most ``4 x workers`` in flight (``workers``: the cluster's CPUs).
+    """Tasks as Ray tasks; at most ``IN_FLIGHT x workers`` in flight (``workers``: the Ray
+    cluster's CPUs). Workers write their images into the output folder, so on a cluster it must
+    be on storage every node mounts at the same path, as the sources are.
 
     Without an address (``--ray-address``, else ``RAY_ADDRESS``) Ray starts a local instance
     with ``workers`` CPUs and stops it on :meth:`close`; a Ray this process already started
@@ -176,7 +182,7 @@ class RayExecutor:
         try:
             for task in tasks:
                 pending.append(self._remote.remote(fn, task))
-                if len(pending) >= 4 * self.workers:
+                if len(pending) >= IN_FLIGHT * self.workers:
                     yield self._get(pending.popleft())
             while pending:
                 yield self._get(pending.popleft())

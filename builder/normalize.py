@@ -12,9 +12,52 @@ image black, nor one inf saturate it. Whether such pixels are allowed at all is 
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
-from .config import IntensityConfig
+import numpy as np
+from pydantic import Field, field_validator
+
+from .schemas import Strict
+
+CT_WINDOWS: dict[str, tuple[float, float]] = {  # name -> (width, level) in HU
+    "soft_tissue": (400, 40),
+    "lung": (1500, -600),
+    "bone": (2500, 480),
+    "brain": (80, 40),
+    "liver": (150, 90),
+}
+
+
+class Window(Strict):
+    width: float = Field(gt=0)
+    level: float
+
+
+class IntensityConfig(Strict):
+    """How a 3D (or 16-bit) image becomes 8-bit: a CT window or a percentile clip."""
+
+    window: Literal["soft_tissue", "lung", "bone", "brain", "liver"] | Window | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    nonfinite: Literal["floor", "error"] = Field(
+        default="floor",
+        description="NaN/inf pixels: 'floor' ignores them in percentiles and shows them at the "
+        "window floor (black), counted in the summary; 'error' stops naming the file and count",
+    )
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1] <= 100:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        return v
+
+    def window_width_level(self) -> tuple[float, float] | None:
+        if self.window is None:
+            return None
+        if isinstance(self.window, Window):
+            return (self.window.width, self.window.level)
+        return CT_WINDOWS[self.window]
+
 
 
 def to_byte_range(scaled: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from .writer import (
     MANIFEST,
     TEST_COLUMNS,
     TSV_COLUMNS,
+    ImageSlice,
     answer_key_row,
     summary_markdown,
     write_json,
@@ -29,17 +30,19 @@ from .writer import (
 
 
 def write_outputs(
-    stage: Path, config: Config, records: list[dict[str, Any]], png_of: Callable[[str], bytes],
+    stage: Path, config: Config, records: list[dict[str, Any]],
+    image_of: Callable[[str], ImageSlice],
     summary: dict[str, Any], build_info: dict[str, Any],
 ) -> list[str]:
-    """Every file of a build but coverage and CircularEval; ``png_of(case_id)`` gives a PNG."""
+    """Every file of a build but coverage and CircularEval; ``image_of(case_id)`` says where a
+    case's base64 PNG lies."""
     name = config.build.name
     val_rows = [r for r in records if r["split"] == VAL]
     test_rows = [r for r in records if r["split"] != VAL]
 
     def rows(recs: list[dict[str, Any]], blind: bool = False) -> Iterator[dict[str, Any]]:
         for r in recs:
-            row = tsv_row(r, png_of(r["case_id"]))
+            row = tsv_row(r, image_of(r["case_id"]))
             yield {**row, **r["test_view"]} if blind else row
 
     write_tsv(stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))

@@ -22,13 +22,14 @@ folder in one atomic step (:mod:`gmai_build.outdir`).
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .asking import make_questions
-from .cache import CACHE_DIR, ImageReader, SourceCache, SourceResult, shared_files_key
+from .asking import CaseBook, make_questions
+from .cache import CACHE_DIR, SourceCache, SourceResult, shared_files_key
 from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
 from .config import Config
@@ -46,7 +47,7 @@ from .sources import check_known_labels, discover, prepare
 from .split import plan_split
 from .taxonomy import LABEL_MAPS
 from .templates import DEFAULT_POOL
-from .writer import MANIFEST, summary_markdown, summary_tables, test_views
+from .writer import MANIFEST, ImageSlice, summary_markdown, summary_tables, test_views
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,14 @@ def build(
                 sources = read_sources(contexts, config, previous, ex, cache, run.progress,
                                        _build_key(config))
             cache.prune(set(contexts))
-            cases = [c for s in sources for c in s.cases]
+            book = CaseBook([c for s in sources for c in s.cases],
+                            {x for s in sources for x in s.seen},
+                            sum((s.skipped for s in sources), Counter()),
+                            {s.name for s in sources if s.n_cases})
             report = [e for s in sources for e in s.report]
-            splits, split_report = plan_split(cases, config, previous)
+            splits, split_report = plan_split(book.cases, config, previous)
             questions, reused_ids, skipped, reuse = make_questions(
-                cases, vocab, pool, config, previous, splits)
+                book, vocab, pool, config, previous, splits)
             records, split_report = number_and_split(
                 questions, reused_ids, previous, config,
                 {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
@@ -118,17 +122,12 @@ def build(
             summary["skipped"] = dict(sorted(skipped.items()))
             summary.update(summary_section(report))
             summary["split"] = split_report
-            changes = summarize(previous, records, reuse, cases,
+            changes = summarize(previous, records, reuse, book.cases,
                                 {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
             info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
             info["salt_check"] = privacy.check_value
             info["changes"] = changes.to_json()
-            reader = ImageReader()
-            try:
-                write_outputs(stage, config, records, _png_lookup(sources, reader), summary,
-                              info)
-            finally:
-                reader.close()
+            write_outputs(stage, config, records, _image_lookup(sources), summary, info)
             if config.build.circular:
                 write_circular(stage, config.build.name)
             write_coverage(stage, records, config.build.name, vocab)
@@ -155,14 +154,11 @@ def _build_key(config: Config) -> dict[str, object]:
             "files": shared_files_key(files)}
 
 
-def _png_lookup(sources: list[SourceResult], reader: ImageReader) -> Callable[[str], bytes]:
-    where = {cid: (s.images, ref) for s in sources for cid, ref in s.refs.items()}
-
-    def png_of(case_id: str) -> bytes:
-        path, ref = where[case_id]
-        return reader.get(path, ref)
-
-    return png_of
+def _image_lookup(sources: list[SourceResult]) -> Callable[[str], ImageSlice]:
+    """case id -> where its base64 PNG lies (the task file of the worker that drew it)."""
+    where = {cid: ImageSlice(s.images / name, offset, size)
+             for s in sources for cid, (name, offset, size) in s.refs.items()}
+    return where.__getitem__
 
 
 def _cache_line(sources: list[SourceResult], enabled: bool) -> str:

@@ -16,17 +16,30 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import OptionCount
+from pydantic import Field, model_validator
+
 from .relations import Relations, load_relations
-from .samples import IMAGE_LEVEL, Case
+from .samples import IMAGE_LEVEL, Case, LabelSeen
+from .schemas import Strict
 from .taxonomy import Vocabulary, normalize_key
 from .templates import DEFAULT_POOL, QuestionPool, Template  # noqa: F401  (moved; re-exported)
 
 LETTERS = "ABCDE"
+
+
+class OptionCount(Strict):
+    min: int = Field(default=2, ge=2, le=5)
+    max: int = Field(default=5, ge=2, le=5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OptionCount:
+        if self.min > self.max:
+            raise ValueError("options.min must be <= options.max")
+        return self
 
 
 @dataclass
@@ -140,11 +153,12 @@ class DistractorPools:
     :mod:`gmai_build.relations`) is never a candidate.
     """
 
-    def __init__(self, cases: list[Case], vocab: Vocabulary, pool: QuestionPool,
+    def __init__(self, seen: Iterable[Case | LabelSeen], vocab: Vocabulary, pool: QuestionPool,
                  relations: Relations | None = None):
+        """``seen``: every target of the build (cases, or :class:`LabelSeen` of them)."""
         self.by_source: dict[str, set[str]] = defaultdict(set)
         self.local: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-        for c in cases:
+        for c in seen:
             if c.granularity == IMAGE_LEVEL:
                 self.by_source[c.source].add(c.label)
             else:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import sys
 from collections import Counter, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
-from .cache import ImageFile, SourceCache, SourceResult, fingerprint
+from .cache import DROPPED, DroppedIds, SourceCache, SourceResult, fingerprint
 from .config import Config
 from .converters import Item
 from .errors import BuildError
 from .executors import Executor
 from .lifecycle import failpoint
 from .report import SKIPPED
+from .samples import Case, LabelSeen
 from .selection import RenderRule, prefilter_items
 from .sources import SourceContext
 from .work import Task, input_checksums, run_task
@@ -36,7 +38,8 @@ class SourceRun:
     items: list[Item]
     key: str  # cache fingerprint
     rule: RenderRule
-    images: ImageFile
+    folder: Path  # where its tasks write their images
+    dropped: DroppedIds
     result: SourceResult
     shared: set[str] = field(default_factory=set)  # files named by several items
     skipped_files: set[str] = field(default_factory=set)
@@ -66,8 +69,9 @@ def read_sources(
             continue
         always = frozenset(cid for cid, r in previous.items() if r.get("source") == name)
         uses = Counter(p for item in items for p in item.paths)
+        folder = cache.open_folder(name, key)
         run = SourceRun(ctx, items, key, RenderRule(b.per_label_cap, b.seed, always=always),
-                        cache.open_images(name, key),
+                        folder, DroppedIds(folder / DROPPED),
                         SourceResult(name, report=list(ctx.report),
                                      items_read=read_ids),
                         shared={p for p, n in uses.items() if n > 1})
@@ -85,12 +89,13 @@ def _tasks(runs: list[SourceRun], workers: int, sent: deque) -> Iterator[Task]:
     """Chunks of every source in order; each carries its source's rule as it is now."""
     for run in runs:
         size = chunk_size(len(run.items), workers)
-        for start in range(0, len(run.items), size):
+        for number, start in enumerate(range(0, len(run.items), size)):
             chunk = run.items[start:start + size]
-            last = start + size >= len(run.items)
-            sent.append((run, chunk))
+            images = f"images-{number:06d}.b64"
+            sent.append((run, chunk, images))
             yield Task(run.ctx, chunk, run.rule.snapshot(),
-                       [[p for p in item.paths if p not in run.shared] for item in chunk], last)
+                       [[p for p in item.paths if p not in run.shared] for item in chunk],
+                       run.folder / images)
 
 
 def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
@@ -102,7 +107,7 @@ def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
     results = executor.imap(run_task, _tasks(runs, executor.workers, sent))
     try:
         for item_results in results:
-            run, chunk = sent.popleft()
+            run, chunk, images = sent.popleft()
             out = run.result
             for item, got in zip(chunk, item_results):
                 out.report.extend(got.report)
@@ -114,11 +119,7 @@ def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
                         raise BuildError(f"two cases share the id {c.case_id} ({c.sample_id})",
                                          source=out.name)
                     seen.add(c.case_id)
-                    if c.rendered:
-                        out.refs[c.case_id] = run.images.put(c.png)
-                        out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
-                    run.rule.seen(c)
-                    out.cases.append(replace(c, png=b""))
+                    keep(out, run, c, images)
                 bar.update(1)
                 failpoint("reading")
             if chunk[-1] is run.items[-1]:
@@ -127,14 +128,31 @@ def _run_tasks(runs: list[SourceRun], executor: Executor, cache: SourceCache,
         results.close()
         bar.close()
         for run in runs:
-            run.images.close()
+            run.dropped.close()
+
+
+def keep(out: SourceResult, run: SourceRun, c: Case, images: str) -> None:
+    """File one case: its PNG, and its metadata if it may be asked about (memory then grows
+    with what the cap can select, not with the corpus)."""
+    out.n_cases += 1
+    out.seen.add(LabelSeen.of(c))
+    if c.skipped:
+        out.skipped[f"{c.source}: {c.skipped}"] += 1
+    if c.rendered:
+        out.refs[c.case_id] = (images, *c.image)
+        out.image_sha256[c.case_id] = c.png_sha256  # hashed in the worker
+        run.rule.seen(c)
+    if c.rendered or c.case_id in run.rule.always:
+        out.cases.append(c)
+    else:  # (on disk, for the cache's check that a later build's previous questions are here)
+        run.dropped.add(c.case_id)
 
 
 def _finish(run: SourceRun, cache: SourceCache) -> None:
     """A source is read: hash the files several items share (once), store it in the cache."""
-    run.images.close()
+    run.dropped.close()
     shared = sorted(run.shared - run.skipped_files)
     run.result.inputs.update(input_checksums(run.ctx, shared))
     run.result.inputs = dict(sorted(run.result.inputs.items()))
-    run.result.images = run.images.path
+    run.result.images = run.folder
     cache.store(run.result, run.key)

@@ -15,7 +15,7 @@ from .config import Config
 from .errors import BuildError
 from .questions import Question
 from .split import VAL
-from .writer import b64
+from .writer import ImageSlice
 
 
 def number_and_split(
@@ -102,7 +102,8 @@ def manifest_record(q: Question, index: int, split: str, seed: int, image_sha256
     }
 
 
-def tsv_row(r: dict[str, Any], png: bytes) -> dict[str, Any]:
+def tsv_row(r: dict[str, Any], image: ImageSlice) -> dict[str, Any]:
+    """The TSV row of a record; ``image``: where its base64 PNG lies (a worker wrote it)."""
     row = {
         "index": r["index"],
         "question": r["question"],
@@ -113,7 +114,7 @@ def tsv_row(r: dict[str, Any], png: bytes) -> dict[str, Any]:
         "perceptual granularity": r["granularity"],
         "modality": r["modality"],
         "original task": r["original_task"],
-        "image": b64(png),
+        "image": image,
     }
     for letter, text in zip("ABCDE", r["options"]):
         row[letter] = text

@@ -9,7 +9,7 @@ pixel grid); ``cases`` turns those into :class:`Case` objects (one image x targe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -150,3 +150,19 @@ class Case:
     phash: str = ""  # perceptual hash of the image without overlay (near-duplicate detection)
     skipped: str = ""  # why this case is not asked about (counted in the summary), "" if asked
     png_sha256: str = ""  # of ``png``, computed where it was encoded (in the worker)
+    image: tuple[int, int] = (0, 0)  # (offset, size) of its base64 PNG in its task's file
+
+
+class LabelSeen(NamedTuple):
+    """Where a label was seen as a target (what the distractor pools need of every case, kept
+    for the cases the cap drops, whose other metadata is not)."""
+
+    source: str
+    granularity: str
+    modality: str
+    task: str
+    label: str
+
+    @classmethod
+    def of(cls, case: Case) -> LabelSeen:
+        return cls(case.source, case.granularity, case.modality, case.task, case.label)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from .config import SourceConfig
@@ -37,7 +38,33 @@ def check_nonfinite(sample: Sample) -> int:
 
 
 def is_constant(rgb: np.ndarray) -> bool:
-    """True when (nearly) every pixel has the same value: nothing to ask a question about."""
+    """True when (nearly) every pixel has the same value: nothing to ask a question about.
+
+    A pixel's value is its brightest channel; the image is nearly constant when its values span
+    at most ``NEAR_LEVELS`` or ``NEAR_FRACTION`` of them lie within ``NEAR_LEVELS`` of the
+    median. 8-bit images are judged from a 256-bin histogram (one pass; the per-pixel
+    channel maximum and a median by sorting cost more than encoding the PNG).
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3) or rgb.size == 0:
+        return _is_constant_exact(rgb)
+    grey = rgb if rgb.ndim == 2 else np.ascontiguousarray(rgb[..., 0])
+    if rgb.ndim == 3:
+        for c in range(1, rgb.shape[2]):
+            grey = cv2.max(grey, np.ascontiguousarray(rgb[..., c]))
+    hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    present = np.flatnonzero(hist)
+    if int(present[-1]) - int(present[0]) <= NEAR_LEVELS:
+        return True
+    cumulative = np.cumsum(hist)
+    n = int(cumulative[-1])
+    low = int(np.searchsorted(cumulative, (n - 1) // 2 + 1))  # the middle order statistics
+    high = int(np.searchsorted(cumulative, n // 2 + 1))
+    median = (low + high) // 2  # as int(np.median(...)) of integers
+    near = int(hist[max(0, median - NEAR_LEVELS):median + NEAR_LEVELS + 1].sum())
+    return near >= NEAR_FRACTION * n
+
+
+def _is_constant_exact(rgb: np.ndarray) -> bool:
     grey = rgb.astype(np.int16).max(axis=2) if rgb.ndim == 3 else rgb.astype(np.int16)
     if int(grey.max()) - int(grey.min()) <= NEAR_LEVELS:
         return True
@@ -56,7 +83,10 @@ def _kept(raw: object, label_map: LabelMap) -> bool:
 def raw_targets(sample: Sample) -> set[str]:
     """Raw labels of the mask targets that have at least one pixel in the sample."""
     found: set[str] = set()
-    if sample.label_mask is not None:
+    if sample.label_mask is not None and "label_values" in sample.extra:  # (volumes.py)
+        values = sample.extra["label_values"]
+        found.update(sample.mask_labels.get(int(v), str(int(v))) for v in values if v != 0)
+    elif sample.label_mask is not None:
         lm = np.asanyarray(sample.label_mask)
         if lm.dtype.kind in "iub" and lm.size and int(lm.min()) >= 0 and int(lm.max()) < 1 << 16:
             values = np.flatnonzero(np.bincount(lm.ravel().astype(np.intp, copy=False)))

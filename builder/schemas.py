@@ -15,6 +15,7 @@ adding a key there needs no change here. Each problem is reported as ``file: key
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -225,3 +226,17 @@ def label_map_data(path: Path) -> dict[str, Any]:
 def vocabulary_data(path: Path) -> dict[str, Any]:
     data = read_yaml(path, "vocabulary file")
     return _plain(validate_file(VocabularyFileShape, data, path, "vocabulary file"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def valid_regex(pattern: str | None) -> str | None:
+    """Pydantic validator body: the pattern compiles (the message says why not)."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return pattern

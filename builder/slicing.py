@@ -6,12 +6,30 @@ sliced by :mod:`gmai_build.volumes` according to the source's ``slicing`` settin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 import cv2
 import numpy as np
+from pydantic import Field
 
-from .config import SourceConfig
 from .normalize import normalize_2d
 from .samples import CLS_2D, DET_2D, SEG_2D, Box, Sample, Slice2D
+from .schemas import Strict
+
+if TYPE_CHECKING:
+    from .config import SourceConfig
+
+
+class SlicingConfig(Strict):
+    """How a 3D volume becomes 2D questions: which axis, and which slices per label."""
+
+    axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    min_area: int = Field(default=16, ge=1, description="min label pixels on a slice")
+    per_label: int = Field(default=1, ge=1, description="slices per label per volume")
+    strategy: Literal["largest", "even"] = "largest"
+    min_gap_mm: float = Field(default=10.0, ge=0, description="min distance between the "
+                              "per_label slices of one label (mm along the slicing axis)")
+    min_gap_slices: int = Field(default=2, ge=1, description="...and in slices")
 
 
 def label_mask_targets(

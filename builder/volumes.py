@@ -205,9 +205,11 @@ def slices_from_volume(sample: Sample, source: SourceConfig) -> list[Slice2D]:
     targets: dict[str, tuple[np.ndarray, Callable[[int], np.ndarray]]] = {}
     if sample.label_mask is not None:
         lm = np.asanyarray(sample.label_mask)
+        sample.label_mask = lm  # decompressed once: the sanity checks read it again
         if lm.shape[:3] != array.shape:
             raise ValueError(f"label mask shape {lm.shape} differs from volume shape {array.shape}")
         values, areas = _slice_areas(lm, axis)
+        sample.extra["label_values"] = values  # the non-zero values present (raw_targets)
         by_raw: dict[str, list[int]] = {}
         for j, v in enumerate(values.tolist()):
             by_raw.setdefault(sample.mask_labels.get(v, str(v)), []).append(j)

@@ -9,10 +9,11 @@ hashed for provenance (the worker has just read them: they are in the page cache
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .cases import CaseMaker
@@ -39,23 +40,34 @@ class Task:
     items: list[Item]
     rule: RenderRule
     hash_files: list[list[str]]
-    last: bool = False  # the source's last chunk
+    images: Path  # the file this task writes its images to (base64 of each PNG, back to back)
 
 
 def run_task(task: Task) -> list[ItemResult]:
-    """The results of a task's items, in order. The rule tightens as the items are rendered."""
+    """The results of a task's items, in order. The rule tightens as the items are rendered.
+
+    Images never travel back to the driver: each is written, base64-encoded as the TSV holds
+    it, to the task's own file (a retried task rewrites it), and the case carries its offset
+    and size there (``Case.image``). Workers thus do all per-image work; the driver only files
+    metadata, and the writer copies image bytes.
+    """
     rule = task.rule.snapshot()
     maker = copy.copy(task.ctx.maker)
     maker.keep = rule.keep
     out = []
-    for item, files in zip(task.items, task.hash_files):
-        result = cases_of_item(task.ctx, maker, item)
-        for case in result.cases:
-            rule.seen(case)
-        skipped = not result.cases and any(e.kind == SKIPPED for e in result.report)
-        if not skipped:  # a skipped item's files are not inputs of the build
-            result.inputs = input_checksums(task.ctx, files)
-        out.append(result)
+    with open(task.images, "wb") as images:
+        for item, files in zip(task.items, task.hash_files):
+            result = cases_of_item(task.ctx, maker, item)
+            for n, case in enumerate(result.cases):
+                rule.seen(case)
+                if case.rendered:
+                    encoded = base64.b64encode(case.png)
+                    result.cases[n] = replace(case, png=b"", image=(images.tell(), len(encoded)))
+                    images.write(encoded)
+            skipped = not result.cases and any(e.kind == SKIPPED for e in result.report)
+            if not skipped:  # a skipped item's files are not inputs of the build
+                result.inputs = input_checksums(task.ctx, files)
+            out.append(result)
     return out
 
 

@@ -136,6 +136,17 @@ def output_blobs(out: Path) -> dict[str, bytes]:
             continue
         data = path.read_bytes()
         blobs[str(path.relative_to(out))] = data
+        if path.suffix == ".b64":  # the cache's task files: base64 PNGs back to back
+            signature = base64.b64encode(b"\x89PNG\r\n\x1a\n")[:10]
+            parts = [signature + p for p in data.split(signature)[1:]]
+            assert b"".join(parts) == data, f"{path.name}: not only base64 PNGs"
+            blobs[str(path.relative_to(out))] = b""
+            for k, part in enumerate(parts):
+                png = base64.b64decode(part)
+                chunks = png_chunks(png)
+                blobs[f"{path.name}[{k}] png"] = png
+                blobs[f"{path.name}[{k}] pixels"] = zlib.decompress(
+                    b"".join(p for kind, p in chunks if kind == b"IDAT"))
         if path.suffix == ".tsv" and "image" in pd.read_csv(path, sep="\t", nrows=0).columns:
             df = pd.read_csv(path, sep="\t")
             # base64 text holds any three letters by chance: search the other columns as text

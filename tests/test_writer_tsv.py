@@ -72,3 +72,42 @@ def test_non_base64_last_field_still_quoted(tmp_path: Path) -> None:
     assert path.read_text() == 'a\tb\nx\t"tab\there"\ny\t\n'
     rows = list(csv.reader(io.StringIO(path.read_text()), delimiter="\t"))
     assert rows == [["a", "b"], ["x", "tab\there"], ["y", ""]]
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_images_copied_from_task_files_give_the_same_bytes(tmp_path: Path, monkeypatch,
+                                                           kernel_copy: bool) -> None:
+    """Images lying in workers' task files are copied into their holes (copy_file_range, or
+    pread/pwrite where the kernel or file system lacks it): the same bytes as written inline."""
+    import os
+
+    from gmai_build.writer import ImageSlice
+
+    if not kernel_copy:
+        def unsupported(*args, **kwargs):
+            raise OSError(38, "Function not implemented")
+        monkeypatch.setattr(os, "copy_file_range", unsupported)
+    rows = _rows(2 * len(TRICKY))
+    sliced = []
+    for k in range(3):  # three task files, rows spread over them out of order
+        with open(tmp_path / f"task{k}.b64", "wb") as f:
+            for i, row in enumerate(rows):
+                if i % 3 == k:
+                    data = row["image"].encode("ascii")
+                    f.write(b"junk")  # images need not start the file nor follow each other
+                    sliced.append((i, ImageSlice(tmp_path / f"task{k}.b64", f.tell(), len(data))))
+                    f.write(data)
+    by_row = dict(sliced)
+    as_slices = [{**row, "image": by_row[i]} for i, row in enumerate(rows)]
+    path = tmp_path / "out.tsv"
+    assert write_tsv(path, TSV_COLUMNS, as_slices) == len(rows)
+    assert path.read_bytes() == _csv_module_bytes(TSV_COLUMNS, rows)
+
+
+def test_a_task_file_shorter_than_its_image_is_an_error(tmp_path: Path) -> None:
+    from gmai_build.writer import ImageSlice
+
+    (tmp_path / "t.b64").write_bytes(b"QUJD")
+    row = {**_rows(1)[0], "image": ImageSlice(tmp_path / "t.b64", 0, 100)}
+    with pytest.raises(OSError, match="ends before the image"):
+        write_tsv(tmp_path / "out.tsv", TSV_COLUMNS, [row])
