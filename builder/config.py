@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .cases import BoxesFromMasks, TargetLimits
 from .errors import ConfigError
-from .normalize import IntensityConfig
+from .normalize import CT_WINDOWS, IntensityConfig  # noqa: F401  (CT_WINDOWS: re-exported)
 from .questions import OptionCount
 from .schemas import Strict, read_yaml_text, valid_regex
 from .slicing import SlicingConfig
