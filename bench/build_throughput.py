@@ -17,10 +17,13 @@ interleaved in one run (the machine's load changes over time, ratios within a ru
 * the codec floor: decoding the same input files with the same libraries (Pillow for
   PNG/JPEG, nibabel for the whole NIfTI volumes) and encoding the same output images with the
   build's own ``cv2.imencode`` call and base64, timed around those calls only, in one process;
+* the Ray executor (``--executor ray``) on a local Ray with 2 CPUs that this script starts once,
+  before the timed runs (``ray.init(num_cpus=2)``; each build connects to it as a driver, as on
+  a cluster, so Ray's own start-up is not timed), interleaved with the local runs: wall time,
+  speed-up against 1 local worker, and whether its outputs are byte-identical (the CPU time of
+  Ray's workers is not counted: they are Ray's processes, not the build's);
 * peak RSS and PSS of the whole process tree at ``--scale`` and 4 x ``--scale`` (one worker);
-* the Ray executor and the per-source cache, once gmai-build has them (``--executor``,
-  ``--no-cache``); until then they print "not available yet" (the rebuild after adding one
-  source is still measured, to show today's cost);
+* the rebuild after adding one source (the per-source cache, when gmai-build has ``--no-cache``);
 
 and the ratios against the targets of issue 10. ``--png-levels`` adds the size/time table of
 the PNG compression levels on the build's own output images; ``--profile`` prints a cProfile of
@@ -392,6 +395,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep corpora and outputs here (reused)")
     ap.add_argument("--no-rss", action="store_true", help="skip the 4 x scale memory runs")
     ap.add_argument("--no-rebuild", action="store_true", help="skip the add-one-source rebuild")
+    ap.add_argument("--no-ray", action="store_true",
+                    help="skip the Ray executor (measured when Ray is installed)")
     ap.add_argument("--png-levels", type=int, default=0, metavar="N",
                     help="PNG level table on N output images")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
@@ -419,17 +424,18 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     if args.profile:
         profile_build(cfg, work / "out-profile", args.profile)
 
+    help_text = build_help()
     if args.reps:
-        measure_builds(args, work, cfg)
+        ray_address = start_local_ray(help_text) if not args.no_ray else None
+        try:
+            measure_builds(args, work, cfg, ray_address)
+        finally:
+            if ray_address:
+                import ray
+
+                ray.shutdown()
     if not args.no_rss:
         measure_memory(args, work, corpus)
-    help_text = build_help()
-    if "--executor" in help_text:
-        ray = [cold_build(cfg, work / "out-ray", 2, False, "--executor", "ray")
-               for _ in range(max(1, args.reps))]
-        print(f"Ray executor (local Ray, 2 CPUs): {_med(ray, 'wall'):.1f} s wall")
-    else:
-        print("Ray executor: not available yet (gmai-build has no --executor)")
     if not args.no_rebuild:
         measure_rebuild(args, work, corpus, cfg, "--no-cache" in help_text)
     if args.png_levels:
@@ -438,20 +444,50 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
         png_levels(work / "out-w1", args.png_levels)
 
 
-def measure_builds(args: argparse.Namespace, work: Path, cfg: Path) -> None:
-    """1 and 2 workers and the codec floor, interleaved; medians and ratios."""
-    runs: dict[str, list[Run]] = {"w1": [], "w2": [], "floor": []}
+def start_local_ray(help_text: str) -> str | None:
+    """Start a local Ray with 2 CPUs in this process; the address the builds connect to, or
+    None (saying why) where gmai-build has no --executor or Ray is not installed."""
+    if "--executor" not in help_text:
+        print("Ray executor: not measured (gmai-build has no --executor)")
+        return None
+    try:
+        import ray
+    except ImportError:
+        print("Ray executor: not measured (Ray is not installed: pip install 'gmai-build[ray]')")
+        return None
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)  # (its notices would interleave the table)
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       configure_logging=False)
+    return context.address_info["gcs_address"]
+
+
+def _same_outputs(a: Path, b: Path) -> bool:
+    """Every published file of two builds is the same bytes."""
+    names = sorted(p.name for p in a.iterdir() if p.is_file() and not p.name.startswith("."))
+    return bool(names) and all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def measure_builds(args: argparse.Namespace, work: Path, cfg: Path,
+                   ray_address: str | None = None) -> None:
+    """1 and 2 workers, the Ray executor (when ``ray_address``) and the codec floor,
+    interleaved; medians and ratios."""
+    runs: dict[str, list[Run]] = {"w1": [], "w2": [], "ray": [], "floor": []}
     for rep in range(args.reps):
         runs["w1"].append(cold_build(cfg, work / "out-w1", 1))
         runs["w2"].append(cold_build(cfg, work / "out-w2", 2))
+        if ray_address:
+            runs["ray"].append(cold_build(cfg, work / "out-ray", 2, False, "--executor", "ray",
+                                          "--ray-address", ray_address))
         floor = run_tree([sys.executable, __file__, "--floor-child", str(work / "out-w1")])
         runs["floor"].append(floor)
+        on_ray = f" | Ray {runs['ray'][-1].wall:6.1f} s wall" if ray_address else ""
         print(f"  rep {rep + 1}: 1 worker {runs['w1'][-1].wall:6.1f} s wall "
               f"{runs['w1'][-1].cpu:6.1f} s CPU | 2 workers {runs['w2'][-1].wall:6.1f} s wall "
-              f"{runs['w2'][-1].cpu:6.1f} s CPU | floor {floor.extra['floor_wall']:6.1f} s "
+              f"{runs['w2'][-1].cpu:6.1f} s CPU{on_ray} | floor {floor.extra['floor_wall']:6.1f} s "
               f"(decode {floor.extra['decode']:.1f} + encode {floor.extra['encode']:.1f})")
-    same = all((work / "out-w1" / n).read_bytes() == (work / "out-w2" / n).read_bytes()
-               for n in ("TP_VAL.tsv", "TP_TEST.tsv", "manifest.jsonl"))
+    same = _same_outputs(work / "out-w1", work / "out-w2")
     n_q = json.loads((work / "out-w1" / "summary.json").read_text())["total"]
     w1, w2 = _med(runs["w1"], "wall"), _med(runs["w2"], "wall")
     c1, c2 = _med(runs["w1"], "cpu"), _med(runs["w2"], "cpu")
@@ -474,6 +510,12 @@ def measure_builds(args: argparse.Namespace, work: Path, cfg: Path) -> None:
     print(f"speed-up on 2 workers: median {statistics.median(speedups):.2f}x, best "
           f"{max(speedups):.2f}x (target >= {TARGETS['speedup']}x: "
           f"{_verdict(statistics.median(speedups) >= TARGETS['speedup'])})")
+    if ray_address:
+        on_ray = [a.wall / b.wall for a, b in zip(runs["w1"], runs["ray"])]
+        print(f"Ray executor (local Ray, 2 CPUs, started once): {_med(runs['ray'], 'wall'):6.1f} s "
+              f"wall; speed-up vs 1 worker: median {statistics.median(on_ray):.2f}x, best "
+              f"{max(on_ray):.2f}x; outputs byte-identical to 1 worker: "
+              f"{_same_outputs(work / 'out-w1', work / 'out-ray')}")
 
 
 def measure_memory(args: argparse.Namespace, work: Path, corpus: Path) -> None:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import SourceConfig, _loc, expand_path
 from .errors import ConfigError
+from .schemas import load_yaml
 
 # Source settings a card may declare: every SourceConfig field but the entry's own identity.
 ENTRY_ONLY = ("name", "root", "label_map")
@@ -156,7 +157,7 @@ def parse_card(path: Path) -> Card:
     from .taxonomy import MODALITIES
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:

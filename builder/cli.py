@@ -85,7 +85,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(pip install 'gmai-build[ray]')")
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="the Ray cluster to use with --executor ray (default: $RAY_ADDRESS, "
-                        "else a local Ray)")
+                        "else a local Ray with --workers CPUs); a cluster's CPUs set the "
+                        "parallelism")
     p.add_argument("--no-cache", action="store_true",
                    help="read every source again, ignoring and not writing the per-source cache "
                         "(--out/.cache)")

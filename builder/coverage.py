@@ -18,9 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .manifest import ManifestRecord
+from .schemas import bundled_yaml
 from .taxonomy import MODALITIES, Vocabulary
 from .templates import PUBLISHED_TREE
 
@@ -40,7 +39,7 @@ SEP = " / "
 @lru_cache(maxsize=1)
 def published_nodes() -> dict[str, list[str]]:
     """Every node of the published tree, per level, as display strings."""
-    tree = yaml.safe_load(PUBLISHED_TREE.read_text(encoding="utf-8"))
+    tree = bundled_yaml(PUBLISHED_TREE)
     axes = (("clinical VQA task", "tasks"), ("department", "departments"),
             ("perceptual granularity", "granularities"))
     out: dict[str, list[str]] = {level: sorted(n or NONE for n in tree[axis]) for level, axis in axes}
@@ -77,7 +76,7 @@ def coverage_report(records: Sequence[ManifestRecord], vocab: Vocabulary | None 
     """
     published_label: dict[str, str] = {}
     if vocab is not None:
-        for labels in yaml.safe_load(PUBLISHED_TREE.read_text(encoding="utf-8"))["labels"].values():
+        for labels in bundled_yaml(PUBLISHED_TREE)["labels"].values():
             for name in labels:
                 entry = vocab.resolve(name)
                 if entry is not None and entry.label != name:

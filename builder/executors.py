@@ -14,9 +14,12 @@ grow with the number of tasks.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -131,10 +134,20 @@ def _result(future: Future[R]) -> R:
 
 
 class RayExecutor:
-    """Tasks as Ray tasks; at most ``4 x workers`` in flight (``workers``: cluster CPUs)."""
+    """Tasks as Ray tasks; at most ``IN_FLIGHT x workers`` in flight (``workers``: the Ray
+    cluster's CPUs). Workers write their images into the output folder, so on a cluster it must
+    be on storage every node mounts at the same path, as the sources are.
+
+    Without an address (``--ray-address``, else ``RAY_ADDRESS``) Ray starts a local instance
+    with ``workers`` CPUs and stops it on :meth:`close`; a Ray this process already started
+    (a notebook, the tests) is used as it is and left running.
+    """
 
     def __init__(self, workers: int, address: str | None = None):
         self._requested = (workers, address)
+        self._owned = False  # this executor started Ray (and stops it)
+        self._ray_logger = logging.getLogger("ray")
+        self._ray_log_level = self._ray_logger.level
 
     def start(self) -> None:
         workers, address = self._requested
@@ -143,17 +156,24 @@ class RayExecutor:
         except ImportError:
             raise ConfigError("--executor ray needs Ray: pip install 'gmai-build[ray]'") from None
         self._ray = ray
-        self._owned = not ray.is_initialized()
         address = address or os.environ.get("RAY_ADDRESS") or None
-        if self._owned:
+        if not ray.is_initialized():
+            if address:
+                check_reachable(address)
+            # Ray logs notices (token authentication, ...) to stderr through its own handler;
+            # they are not the user's business during a build: only errors get through.
+            self._ray_log_level = self._ray_logger.level
+            self._ray_logger.setLevel(logging.ERROR)
+            self._owned = True
             try:
-                ray.init(address=address, num_cpus=None if address else workers,
-                         include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                with _keeping_stop_handlers():
+                    ray.init(address=address, num_cpus=None if address else workers,
+                             include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ConfigError(f"cannot start or reach Ray ({address or 'local'}): {exc}") \
-                    from None
-        self.workers = max(1, int(ray.available_resources().get("CPU", workers)))
+                raise ConfigError(f"cannot start or reach Ray ({address or 'local'}): "
+                                  f"{_first_line(exc)}") from None
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", workers)))
         self._remote = ray.remote(_call)
 
     def imap(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
@@ -162,7 +182,7 @@ class RayExecutor:
         try:
             for task in tasks:
                 pending.append(self._remote.remote(fn, task))
-                if len(pending) >= 4 * self.workers:
+                if len(pending) >= IN_FLIGHT * self.workers:
                     yield self._get(pending.popleft())
             while pending:
                 yield self._get(pending.popleft())
@@ -171,17 +191,66 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
     def _get(self, ref: Any) -> Any:
+        """The task's result; its own error (a BuildError naming source and file) as it was
+        raised in the worker, not wrapped in Ray's RayTaskError."""
+        errors = self._ray.exceptions
         try:
             return self._ray.get(ref)
-        except self._ray.exceptions.RayTaskError as exc:  # the task's own error, as raised
+        except errors.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):
                 raise cause from None
             raise
+        except errors.RayError as exc:  # the worker or its node died (after Ray's retries)
+            raise BuildError(f"a Ray task failed, a worker or its node died (killed, or out of "
+                             f"memory?): {type(exc).__name__}: {_first_line(exc)}") from None
 
     def close(self) -> None:
         if self._owned:
             self._ray.shutdown()
+            self._ray_logger.setLevel(self._ray_log_level)
+
+
+@contextmanager
+def _keeping_stop_handlers() -> Iterator[None]:
+    """Ray's core installs a C-level handler for SIGTERM that prints a stack dump and exits;
+    re-registering the Python handlers afterwards keeps SIGTERM ending the build like Ctrl-C,
+    with one line and nothing published (lifecycle.py)."""
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(s, handler)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when a Ray address names a host:port that does not answer.
+
+    Ray itself retries an unreachable cluster for many minutes, printing a warning every few
+    seconds. ``auto`` and ``local`` are Ray's own to resolve (``auto`` with no cluster fails fast).
+    """
+    if address in ("auto", "local"):
+        return
+    host_port = address.removeprefix("ray://")
+    host, sep, port = host_port.rpartition(":")
+    if not sep:  # Ray Client's default port; a bare GCS address always has a port
+        host, port = host_port, "10001"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "bad port number"
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({reason}): start it with "
+            "`ray start --head`, or fix --ray-address / RAY_ADDRESS") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _call(fn: Callable[[T], R], task: T) -> R:

@@ -71,7 +71,7 @@ def read_sources(
         always = frozenset(cid for cid, r in previous.items() if r.source == name)
         uses = Counter(p for item in items for p in item.paths)
         folder = cache.open_folder(name, key)
-        run = SourceRun(ctx, items, key, RenderRule(b.per_label_cap, b.seed, always=always),
+        run = SourceRun(ctx.for_workers(), items, key, RenderRule(b.per_label_cap, b.seed, always=always),
                         folder, DroppedIds(folder / DROPPED),
                         SourceResult(name, report=list(ctx.report),
                                      items_read=read_ids),

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .schemas import load_yaml
 from .taxonomy import LABEL_MAPS, normalize_key
 
 RELATIONS_FILE = LABEL_MAPS / "relations.yaml"
@@ -51,7 +52,7 @@ class Relations:
     @classmethod
     def from_yaml(cls, path: Path = RELATIONS_FILE) -> Relations:
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read label relations: {exc}") from exc
         if not isinstance(data, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .cases import CaseMaker
@@ -39,6 +39,12 @@ class SourceContext:
     on_error: str = "fail"
     items: list[Item] = field(default_factory=list)
     report: list[Entry] = field(default_factory=list)  # discovery skips and notes
+    raw_labels: frozenset[str] = frozenset()  # known at discovery: readable in messages
+
+    def for_workers(self) -> SourceContext:
+        """The context a task carries: without the item list and discovery notes (a task names
+        its own items; carrying all of them made each task grow with the source)."""
+        return replace(self, items=[], report=[])
 
     # Privacy: what leaves the worker carries tokens, never paths, ids or UIDs --------------
     def file_token(self, file: str | Path | None) -> str:
@@ -64,7 +70,7 @@ class SourceContext:
 
     def redact(self, exc: BuildError, item: Item | None = None) -> BuildError:
         known = item.paths if item is not None else ()
-        labels = {raw for it in self.items for raw in it.labels or ()}
+        labels = self.raw_labels or {raw for it in self.items for raw in it.labels or ()}
         return redact_error(exc, self.privacy, self.config.root,
                             self.config.identifying_paths, known, self.config.name, labels)
 
@@ -142,6 +148,7 @@ def discover(ctx: SourceContext) -> list[Item]:
         raise BuildError("no images found" + (f" ({skipped} skipped: " + "; ".join(
             sorted({e.reason for e in ctx.report if e.kind == SKIPPED})[:3]) + ")"
             if skipped else ""), source=ctx.config.name)
+    ctx.raw_labels = frozenset(str(raw) for item in items for raw in item.labels or ())
     keys = [i.key for i in items]
     if len(set(keys)) != len(keys):
         dup = next(k for k, n in Counter(keys).items() if n > 1)

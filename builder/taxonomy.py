@@ -15,17 +15,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
-from .schemas import label_map_data, read_yaml, vocabulary_data
+from .schemas import bundled_yaml, label_map_data, read_yaml, vocabulary_data
 
 LABEL_MAPS = Path(__file__).resolve().parent.parent / "label_maps"
 if not (LABEL_MAPS / "tree.yaml").is_file():  # installed (non-editable): data is a subpackage
     LABEL_MAPS = Path(__file__).resolve().parent / "label_maps"
 BUNDLED_SOURCE_MAPS = LABEL_MAPS / "sources"
 
-_TREE = yaml.safe_load((LABEL_MAPS / "tree.yaml").read_text(encoding="utf-8"))
+_TREE = bundled_yaml(LABEL_MAPS / "tree.yaml")
 TASKS: dict[str, str] = dict(_TREE["tasks"])
 DEPARTMENTS: dict[str, str] = dict(_TREE["departments"])
 MODALITIES: list[str] = list(_TREE["modalities"])

@@ -23,11 +23,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
-from .schemas import read_yaml
+from .schemas import bundled_yaml, read_yaml
 from .taxonomy import GRANULARITIES, LABEL_MAPS, MODALITIES, TASKS, Vocabulary, normalize_key
 
 DEFAULT_POOL = Path(__file__).resolve().parent.parent / "question_pools" / "default.yaml"
@@ -355,7 +354,7 @@ class Cell:
 @lru_cache(maxsize=1)
 def published_cells() -> tuple[Cell, ...]:
     """The used cells of the published GMAI-MMBench tree (label_maps/published_tree.yaml)."""
-    data = yaml.safe_load(PUBLISHED_TREE.read_text(encoding="utf-8"))
+    data = bundled_yaml(PUBLISHED_TREE)
     return tuple(Cell(c["task"], c["granularity"], tuple(c["modalities"])) for c in data["cells"])
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import REPO, realdata
+from helpers import REPO, mixed_realdata_sources, realdata
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +40,21 @@ def realdata_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             os.environ["GMAI_REALDATA"] = old
     return out
+
+
+@pytest.fixture(scope="session")
+def mixed_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(sources.yaml, output) of :func:`helpers.mixed_realdata_sources` built on one worker
+    (in this process): the reference every executor and worker count must match byte for
+    byte (read-only)."""
+    from gmai_build.cli import main
+
+    folder = tmp_path_factory.mktemp("mixed")
+    sources = mixed_realdata_sources(folder)
+    out = folder / "one-worker"
+    assert main(["--sources", str(sources), "--out", str(out), "--workers", "1",
+                 "--no-progress", "--no-cache"]) == 0
+    return sources, out
 
 
 # A fixed key: splits (a function of the salted group) are the same in every test run.

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,49 @@ def xray_class_folders(root: Path, classes: dict[str, int], offset: int = 0) -> 
 def xray_source(name: str = "xr", root: str = "imgs", label_map: str = "map.yaml") -> dict:
     return {"name": name, "format": "folder_per_class", "root": root, "modality": "X-ray",
             "label_map": label_map, **XRAY_CITE}
+
+
+def mixed_realdata_sources(folder: Path) -> Path:
+    """sources.yaml of a small real-data build that exercises the executors: 20 BCCD
+    microscopy images with boxes (VOC, one task per few images) and the MSD spleen CT volume
+    (gzip NIfTI, mask and contour questions); ~70 questions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_yaml(folder / "sources.yaml", {
+        "build": {"name": "MIX", "seed": 0},
+        "sources": [
+            {"name": "bccd", "format": "voc", "root": str(realdata("voc_bccd")),
+             "modality": "Microscopy", "label_map": "bccd", "license": "MIT",
+             "citation": "BCCD Dataset, Shenggan, 2017", "identifying_paths": False},
+            {"name": "spleen", "format": "msd", "root": str(realdata("msd_spleen")),
+             "modality": "CT", "label_map": "msd_spleen", "license": "CC-BY-SA 4.0",
+             "citation": "Medical Segmentation Decathlon, Task09 Spleen",
+             "identifying_paths": False},
+        ]})
+
+
+# Processes a build left behind: the tests start it with GMAI_TEST_MARK=<marker> in its
+# environment, which every process it starts inherits.
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment carries the marker (the build and its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                stat = (entry / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":  # a zombie is already dead
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def no_orphans(marker: str) -> None:
+    """Wait (10 s at most) until no process carries the marker; kill and fail if one does."""
+    deadline = time.monotonic() + 10
+    while (alive := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in alive:  # do not leave them running after the test
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"processes outlived the build: {alive}"

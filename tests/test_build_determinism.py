@@ -1,5 +1,6 @@
-"""Byte-identical outputs whatever the number of workers for gzip NIfTI volumes, read plane by
-plane through one gzip stream (2D sources: test_build_2d.py)."""
+"""Byte-identical outputs whatever the number of workers: real samples (VOC boxes and a gzip
+NIfTI CT) on 1, 2 and 3 local workers, and gzip NIfTI volumes read plane by plane through one
+gzip stream (2D sources: test_build_2d.py; the Ray executor: test_executor_ray.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 from gmai_build.render import decode_png
-from helpers import run_build, sha256, write_yaml
+from helpers import leftovers, published, run_build, sha256, write_yaml
 
 OUTPUTS = ("CT_VAL.tsv", "CT_TEST.tsv", "CT_TEST_answers.tsv", "manifest.jsonl", "summary.json")
 
@@ -73,3 +75,17 @@ def test_nifti_gz_build_identical_on_one_and_two_workers(tmp_path: Path) -> None
             untouched = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])  # not red
             assert untouched.mean() > 0.5
             np.testing.assert_allclose(rgb[..., 1][untouched], windowed[untouched], atol=1)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_real_data_build_identical_on_one_two_and_three_workers(
+        tmp_path: Path, mixed_reference: tuple[Path, Path], workers: int) -> None:
+    """Every published file (TSVs, manifest, summaries, build.json, coverage) is the same
+    bytes as the one-worker build's, whatever the chunking and the order results arrive in."""
+    sources, one = mixed_reference
+    assert run_build(sources, tmp_path / "out", workers=workers) == 0
+    reference = published(one)
+    assert {"MIX_TEST.tsv", "MIX_VAL.tsv", "manifest.jsonl", "build.json", "summary.json",
+            "coverage.json"} <= set(reference)
+    assert published(tmp_path / "out") == reference
+    assert leftovers(tmp_path / "out") == []

@@ -19,38 +19,22 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import REPO, leftovers, published, write_yaml, xray_class_folders, xray_source
+from helpers import (
+    REPO,
+    leftovers,
+    no_orphans,
+    processes_with,
+    published,
+    write_yaml,
+    xray_class_folders,
+    xray_source,
+)
 
 MAP = ("department: Pulmonary Medicine\n"
        "labels: {normal: normal, pneumonia: pneumonia, cardiomegaly: cardiomegaly}\n")
 # Before the commit point readers must still see build A; from it on, build B.
 BEFORE_COMMIT = ["helpers", "reading", "writing", "staged", "renamed", "linked"]
 AFTER_COMMIT = ["swapped"]
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Live processes whose environment carries the marker (the build and its children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                stat = (entry / "stat").read_text()
-                if stat.rsplit(")", 1)[1].split()[0] != "Z":  # a zombie is already dead
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _no_orphans(marker: str) -> None:
-    deadline = time.monotonic() + 10
-    while (alive := _processes_with(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in alive:  # do not leave them running after the test
-        os.kill(pid, signal.SIGKILL)
-    assert not alive, f"processes outlived the build: {alive}"
 
 
 class Project:
@@ -122,7 +106,7 @@ def test_sigkill_at_each_point_then_rebuild(project, tmp_path: Path, point: str)
     marker = uuid.uuid4().hex
     killed = p.run(p.b, out, failpoint=point, marker=marker)
     assert killed.returncode == -signal.SIGKILL
-    _no_orphans(marker)
+    no_orphans(marker)
     # A reader sees one complete build: A before the commit point, B from it on.
     assert published(out) == published(out_a if point in BEFORE_COMMIT else ref_b)
     rerun = p.run(p.b, out)
@@ -143,12 +127,12 @@ def test_sigkill_from_outside_while_workers_run(project, tmp_path: Path) -> None
     marker = uuid.uuid4().hex
     proc = p.start(p.b, out, marker=marker)
     deadline = time.monotonic() + 60
-    while len(_processes_with(marker)) < 3 and proc.poll() is None:  # build + manager + pool
+    while len(processes_with(marker)) < 3 and proc.poll() is None:  # build + manager + pool
         assert time.monotonic() < deadline
         time.sleep(0.005)
     proc.kill()
     finish(proc, timeout=30)
-    _no_orphans(marker)
+    no_orphans(marker)
     assert published(out) in (published(out_a), published(ref_b))
     assert p.run(p.b, out).returncode == 0
     assert not leftovers(out)
@@ -169,7 +153,7 @@ def test_sigint_sigterm_one_line_nothing_left(project, tmp_path: Path, how: str,
     assert stderr.strip().splitlines() == [
         f"gmai-build: interrupted by {how}; the output folder holds the last complete build, "
         "nothing partial"], stderr
-    _no_orphans(marker)
+    no_orphans(marker)
     assert published(out) == published(out_a)
     assert not leftovers(out)
 
@@ -201,7 +185,7 @@ def test_signals_at_random_moments(project, tmp_path: Path, how: signal.Signals)
                 "complete build, nothing partial"]
         else:  # finished first, or stopped by the default action before Python was ready
             assert done.returncode in (0, -how), done.stderr
-        _no_orphans(marker)
+        no_orphans(marker)
         assert published(out) in (published(out_a), published(ref_b))
         assert not leftovers(out)
         outcomes.append(done.returncode)
