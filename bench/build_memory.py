@@ -3,7 +3,7 @@
 Generates N synthetic CT volumes (int16 HU, 256 x 256 x 64, 0.8 x 0.8 x 2.5 mm) with ellipsoid
 "liver", "spleen" and "kidney" masks in an MSD layout, builds them with ``gmai-build`` in a fresh
 process per measurement and prints peak RSS (ru_maxrss of that process) and wall time. Peak memory
-must not grow with N (items are processed one at a time, PNGs are spooled to disk), and
+must not grow with N (items are processed one at a time, workers write PNGs to disk), and
 parallel workers should cut wall time. Ratios are measured within one run (machines are noisy).
 
     python bench/build_memory.py            # N = 4 and N = 32, workers 1 and 2

@@ -395,6 +395,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep corpora and outputs here (reused)")
     ap.add_argument("--no-rss", action="store_true", help="skip the 4 x scale memory runs")
     ap.add_argument("--no-rebuild", action="store_true", help="skip the add-one-source rebuild")
+    ap.add_argument("--rss-workers", type=int, nargs="+", default=[1], metavar="N",
+                    help="worker counts of the memory runs (default: 1, the driver alone)")
     ap.add_argument("--no-ray", action="store_true",
                     help="skip the Ray executor (measured when Ray is installed)")
     ap.add_argument("--png-levels", type=int, default=0, metavar="N",
@@ -523,13 +525,19 @@ def measure_memory(args: argparse.Namespace, work: Path, corpus: Path) -> None:
     counts = make_corpus(big, 4 * args.scale, args.depth)
     big_cfg = write_config(big, with_extra=False)
     small_cfg = corpus / "sources.yaml"
-    peaks: dict[str, list[Run]] = {"small": [], "big": []}
-    for _ in range(max(1, args.reps - 1)):
-        peaks["small"].append(cold_build(small_cfg, work / "out-rss", 1, True))
-        peaks["big"].append(cold_build(big_cfg, work / "out-rss", 1, True))
+    for workers in args.rss_workers:
+        peaks: dict[str, list[Run]] = {"small": [], "big": []}
+        for _ in range(max(1, args.reps - 1)):
+            peaks["small"].append(cold_build(small_cfg, work / "out-rss", workers, True))
+            peaks["big"].append(cold_build(big_cfg, work / "out-rss", workers, True))
+        _print_memory(args, counts, peaks, workers)
+
+
+def _print_memory(args: argparse.Namespace, counts: dict[str, int], peaks: dict[str, list[Run]],
+                  workers: int) -> None:
     rs, rb = _med(peaks["small"], "rss_mb"), _med(peaks["big"], "rss_mb")
     ps, pb = _med(peaks["small"], "pss_mb"), _med(peaks["big"], "pss_mb")
-    print(f"peak memory of the process tree, 1 worker: scale {args.scale:g} RSS {rs:.0f} MB "
+    print(f"peak memory of the process tree, {workers} worker(s): scale {args.scale:g} RSS {rs:.0f} MB "
           f"(PSS {ps:.0f}), scale {4 * args.scale:g} ({counts['bytes'] / 2**20:.0f} MiB in) "
           f"RSS {rb:.0f} MB (PSS {pb:.0f}); growth x{rb / rs:.2f} (target <= "
           f"{TARGETS['rss_growth']} and <= {TARGETS['rss_mb']:.0f} MB: "

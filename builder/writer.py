@@ -37,26 +37,6 @@ HIDDEN_TASK = "(task not shown)"  # TEST category where the options' tasks diffe
 BUILD_INFO = "build.json"
 
 
-class ImageSpool:
-    """Rendered PNGs parked on disk between rendering and writing: memory stays flat."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = open(path, "w+b")  # noqa: SIM115  (closed in close())
-
-    def put(self, data: bytes) -> tuple[int, int]:
-        offset = self._f.seek(0, os.SEEK_END)
-        self._f.write(data)
-        return offset, len(data)
-
-    def get(self, ref: tuple[int, int]) -> bytes:
-        self._f.seek(ref[0])
-        return self._f.read(ref[1])
-
-    def close(self) -> None:
-        self._f.close()
-
-
 LINE_END = "\n"
 
 

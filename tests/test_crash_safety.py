@@ -1,6 +1,6 @@
 """Crash safety as a set: a killed or interrupted build never shows a mix, leaves nothing behind.
 
-A real ``gmai-build`` subprocess (2 workers: a fork pool and a multiprocessing manager) is
+A real ``gmai-build`` subprocess (2 workers: a spawned process pool) is
 SIGKILLed at each named point of a build (``GMAI_BUILD_FAILPOINT``, see lifecycle.py), or
 interrupted by SIGINT/SIGTERM. Readers must see the previous build or the new one, complete;
 the next build must remove the debris and publish byte-identical outputs; no helper process may
@@ -224,7 +224,7 @@ def test_layout_links_through_one_pointer(project) -> None:
     for name in names:
         assert os.readlink(out_a / name) == f"current/{name}"
     assert os.readlink(out_a / "current").startswith(".builds/build-")
-    assert sorted(os.listdir(out_a / "current")) == names  # the spool is not published
+    assert sorted(os.listdir(out_a / "current")) == names  # the workers' image files are not published
 
 
 def test_outputs_of_the_former_layout_are_replaced(project, tmp_path: Path) -> None:
