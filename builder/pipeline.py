@@ -34,6 +34,7 @@ from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
 from .config import Config
 from .coverage import coverage_lines, write_coverage
+from .errors import BuildError
 from .executors import default_workers, executor
 from .manifest import MANIFEST
 from .outdir import OutputFolder
@@ -98,41 +99,45 @@ def build(
             check_same_salt(out_dir, privacy, config)
         previous = {} if rebuild else previous_questions(out_dir)
         with folder.staging() as stage:
-            scratch = stage / ".images"
-            scratch.mkdir()
-            cache = SourceCache(out_dir / CACHE_DIR if run.cache else None, scratch)
-            cache.remove_partial()
-            with executor(run.executor, n_workers, run.ray_address) as ex:
-                sources = read_sources(contexts, config, previous, ex, cache, run.progress,
-                                       _build_key(config))
-            cache.prune(set(contexts))
-            book = CaseBook([c for s in sources for c in s.cases],
-                            {x for s in sources for x in s.seen},
-                            sum((s.skipped for s in sources), Counter()),
-                            {s.name for s in sources if s.n_cases})
-            report = [e for s in sources for e in s.report]
-            splits, split_report = plan_split(book.cases, config, previous)
-            questions, _reused, skipped, reuse = make_questions(
-                book, vocab, pool, config, previous, splits)
-            records, split_report = number_and_split(
-                questions, previous, config,
-                {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
-                splits, split_report, vocab)
-            summary = summary_tables(records)
-            summary["skipped"] = dict(sorted(skipped.items()))
-            summary.update(summary_section(report))
-            summary["split"] = split_report
-            changes = summarize(previous, records, reuse, book.cases,
-                                {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
-            info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
-            info["salt_check"] = privacy.check_value
-            info["changes"] = changes.to_json()
-            write_outputs(stage, config, records, _image_lookup(sources), summary, info)
-            if config.build.circular:
-                write_circular(stage, config.build.name)
-            write_coverage(stage, records, config.build.name, vocab)
-            shutil.rmtree(scratch)
-            folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
+            try:
+                scratch = stage / ".images"
+                scratch.mkdir()
+                cache = SourceCache(out_dir / CACHE_DIR if run.cache else None, scratch)
+                cache.remove_partial()
+                with executor(run.executor, n_workers, run.ray_address) as ex:
+                    sources = read_sources(contexts, config, previous, ex, cache, run.progress,
+                                           _build_key(config))
+                cache.prune(set(contexts))
+                book = CaseBook([c for s in sources for c in s.cases],
+                                {x for s in sources for x in s.seen},
+                                sum((s.skipped for s in sources), Counter()),
+                                {s.name for s in sources if s.n_cases})
+                report = [e for s in sources for e in s.report]
+                splits, split_report = plan_split(book.cases, config, previous)
+                questions, _reused, skipped, reuse = make_questions(
+                    book, vocab, pool, config, previous, splits)
+                records, split_report = number_and_split(
+                    questions, previous, config,
+                    {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
+                    splits, split_report, vocab)
+                summary = summary_tables(records)
+                summary["skipped"] = dict(sorted(skipped.items()))
+                summary.update(summary_section(report))
+                summary["split"] = split_report
+                changes = summarize(previous, records, reuse, book.cases,
+                                    {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
+                info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
+                info["salt_check"] = privacy.check_value
+                info["changes"] = changes.to_json()
+                write_outputs(stage, config, records, _image_lookup(sources), summary, info)
+                if config.build.circular:
+                    write_circular(stage, config.build.name)
+                write_coverage(stage, records, config.build.name, vocab)
+                shutil.rmtree(scratch)
+                folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
+            except OSError as exc:  # the output side: disk full, permissions, a quota
+                raise BuildError(f"cannot write the build into {out_dir}: "
+                                 f"{exc.strerror or exc}; the previous build is unchanged") from None
     if not config.build.circular:  # (publish already dropped the links of files it no longer has)
         remove_stale_circular(out_dir, config.build.name)
     log(summary_markdown(summary, config.build.name))

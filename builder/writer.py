@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import io
 import json
 import os
@@ -128,11 +129,16 @@ def _copy_slices(copies: list[tuple[ImageSlice, int]], dst: int) -> None:
             done.result()
 
 
+_NO_COPY_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+
+
 def _copy_range(src: int, dst: int, offset: int, where: int, size: int, name: Path) -> None:
     while size > 0:
         try:
             n = os.copy_file_range(src, dst, size, offset, where)
-        except OSError:  # (a file system or kernel without it: copy through a buffer)
+        except OSError as exc:  # a file system or kernel without it: copy through a buffer
+            if exc.errno not in _NO_COPY_RANGE:
+                raise
             data = os.pread(src, size, offset)
             n = os.pwrite(dst, data, where) if data else 0
         if n <= 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gmai_build.cli import main
+from gmai_build.errors import BuildError
 from helpers import file_token, leftovers, published, realdata, write_yaml
 from PIL import Image
 
@@ -147,7 +148,37 @@ def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(outputs, "write_manifest", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(BuildError, match="cannot write the build into .*disk full; the previous "
+                       "build is unchanged"):
         pipeline.build(load_config(cfg), out, workers=1, progress=False, log=lambda s: None)
+    assert _snapshot(out) == before
+    assert not leftovers(out)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_is_one_line_and_changes_nothing(good, monkeypatch, capsys, workers):
+    """ENOSPC while the TSVs are written (in-kernel image copies) or while workers write their
+    image files: one line naming the output folder and the reason, no traceback."""
+    import errno
+    import os
+
+    from gmai_build.cli import main
+
+    cfg, out = good
+    before = _snapshot(out)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    monkeypatch.setattr(os, "pwrite", full)
+    code = main(["--sources", str(cfg), "--out", str(out), "--workers", str(workers),
+                 "--no-progress", "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines()[0] == (
+        f"gmai-build: error: cannot write the build into {out}: No space left on device; "
+        "the previous build is unchanged")
+    assert "Traceback" not in err
     assert _snapshot(out) == before
     assert not leftovers(out)
