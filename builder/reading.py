@@ -1,10 +1,11 @@
-"""Reading stage (driver side): every source's items -> case metadata and PNG files.
+"""Reading stage (driver side): every source's items -> case metadata and image files.
 
 Sources whose cache entry still holds are reused as they are; the others are cut into
 :class:`~gmai_build.work.Task` chunks that the executor runs, in order, with a bounded number in
-flight. The driver only files what comes back: case metadata, PNGs appended to the source's
-image file, checksums, entries. Results are in source and item order whatever the executor or
-worker count, so the build is byte-identical across them.
+flight. Each task writes its images into the source's folder (the cache entry being made, or
+scratch space with ``--no-cache``); the driver only files what comes back: case metadata and
+where each image lies, checksums, entries. Results are in source and item order whatever the
+executor or worker count, so the build is byte-identical across them.
 """
 
 from __future__ import annotations
