@@ -150,7 +150,11 @@ class Vocabulary:
             check_label_text(s, where)
         modalities = tuple(raw.get("modalities", old.modalities if old else ()))
         placements = list(old.placements if old else ())
-        for mod, place in (raw.get("placements") or {}).items():
+        given = raw.get("placements") or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{where}: placements: expected a mapping modality -> "
+                              f"{{task, department}}, got {type(given).__name__}")
+        for mod, place in given.items():
             if not isinstance(place, dict) or set(place) - {"task", "department"}:
                 raise ConfigError(f"{where}: placements.{mod}: expected {{task, department}}")
             placements = [p for p in placements if p[0] != mod]

@@ -249,6 +249,16 @@ def test_sources_file_damaged_and_wrong_types(tmp_path: Path, capsys) -> None:
     run()
 
 
+@pytest.mark.parametrize("placements", [[1], "CT", 3])
+def test_vocabulary_placements_of_the_wrong_type(tmp_path: Path, placements: Any) -> None:
+    """Found by the thorough fuzzing: a list as ``placements`` was an AttributeError."""
+    path = write_yaml(tmp_path / "v.yaml", {"labels": [{
+        "label": "foo lesion", "task": "Disease Diagnosis", "department": "Dermatology",
+        "placements": placements}]})
+    with pytest.raises(ConfigError, match=r"labels\[0\]: placements: expected a mapping"):
+        load_vocabulary([path])
+
+
 def test_the_bundled_files_pass(tmp_path: Path) -> None:
     """The starting points are valid, so the mutations above test what they claim to."""
     for kind, (load, valid) in LOADERS.items():
