@@ -40,12 +40,12 @@ class CaseBook:
 def make_questions(
     book: CaseBook, vocab: Vocabulary, pool: QuestionPool, config: Config,
     previous: Previous, splits: dict[tuple[str, str], str] | None = None,
-) -> tuple[list[Question], set[str], Counter[str], Reuse]:
+) -> tuple[list[Question], Counter[str], Reuse]:
     """Cap, then one question per selected case: previous questions reused as they were.
 
     Previous questions whose answer, task, options or template changed are regenerated
-    (rebuild.py). Returns the questions, the ids of the reused ones, skipped cases counted by
-    reason, and which previous questions were regenerated (and why) or could not be made.
+    (rebuild.py). Returns the questions, skipped cases counted by reason, and which previous
+    questions were regenerated (and why) or could not be made.
     ``splits`` ((source, group) -> split, from :func:`plan_split`) lets answer letters balance
     within each split, so VAL and TEST are each unbiased on their own.
     """
@@ -86,7 +86,7 @@ def make_questions(
     if not questions:
         raise BuildError("no question could be made: every source yields none ("
                          + "; ".join(f"{k} x{n}" for k, n in sorted(skipped.items())) + ")")
-    return questions, reused_ids, skipped, reuse
+    return questions, skipped, reuse
 
 
 def check_every_source_asks(

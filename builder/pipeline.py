@@ -114,7 +114,7 @@ def build(
                                 {s.name for s in sources if s.n_cases})
                 report = [e for s in sources for e in s.report]
                 splits, split_report = plan_split(book.cases, config, previous)
-                questions, _reused, skipped, reuse = make_questions(
+                questions, skipped, reuse = make_questions(
                     book, vocab, pool, config, previous, splits)
                 records, split_report = number_and_split(
                     questions, previous, config,
