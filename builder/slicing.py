@@ -60,19 +60,7 @@ def limit_side(s: Slice2D, max_side: int | None) -> Slice2D:
     if max_side is None or max(h, w) <= max_side:
         return s
     f = max_side / max(h, w)
-    size = (max(1, round(w * f)), max(1, round(h * f)))  # cv2: (width, height)
-    sx, sy = size[0] / w, size[1] / h
-    nearest = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
-    s.rgb = cv2.resize(s.rgb, size, interpolation=cv2.INTER_AREA)
-    s.target_masks = {
-        raw: cv2.resize(m.astype(np.uint8), size, interpolation=nearest).astype(bool)
-        for raw, m in s.target_masks.items()
-    }
-    s.boxes = tuple(
-        Box(b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy, b.raw_label) for b in s.boxes
-    )
-    s.extra = {**s.extra, "max_side_scale": [sy, sx]}
-    return s
+    return _rescaled(s, f, cv2.INTER_AREA, "max_side_scale")
 
 
 UPSCALE_MAX_SIDE = 2048
@@ -93,10 +81,17 @@ def raise_side(s: Slice2D, min_side: int, max_side: int | None) -> Slice2D:
     f = min(min_side / min(h, w), (max_side or UPSCALE_MAX_SIDE) / max(h, w))
     if f <= 1:
         return s
+    return _rescaled(s, f, cv2.INTER_CUBIC, "min_side_scale")
+
+
+def _rescaled(s: Slice2D, f: float, interpolation: int, record: str) -> Slice2D:
+    """The slice scaled by ``f``: image with ``interpolation``, masks nearest-exact on the same
+    output size, boxes scaled; the (y, x) scale is recorded in ``extra[record]``."""
+    h, w = s.rgb.shape[:2]
     size = (max(1, round(w * f)), max(1, round(h * f)))  # cv2: (width, height)
     sx, sy = size[0] / w, size[1] / h
     nearest = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
-    s.rgb = cv2.resize(s.rgb, size, interpolation=cv2.INTER_CUBIC)
+    s.rgb = cv2.resize(s.rgb, size, interpolation=interpolation)
     s.target_masks = {
         raw: cv2.resize(m.astype(np.uint8), size, interpolation=nearest).astype(bool)
         for raw, m in s.target_masks.items()
@@ -104,7 +99,7 @@ def raise_side(s: Slice2D, min_side: int, max_side: int | None) -> Slice2D:
     s.boxes = tuple(
         Box(b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy, b.raw_label) for b in s.boxes
     )
-    s.extra = {**s.extra, "min_side_scale": [sy, sx]}
+    s.extra = {**s.extra, record: [sy, sx]}
     return s
 
 
