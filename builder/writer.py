@@ -15,15 +15,14 @@ import csv
 import errno
 import io
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bulkio import BulkReader, BulkWriter, aligned_buffer
 from .manifest import ManifestRecord
 
 TSV_COLUMNS = [
@@ -76,13 +75,13 @@ def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) ->
     nothing), so their quoting does not change. The image field (:class:`Base64Text`,
     :class:`Base64Bytes` or :class:`ImageSlice`) holds only the base64 alphabet, which no TSV
     dialect quotes, so it is written as it is: the csv module scanning ~500 KB per row for
-    quoting was a third of the build. An :class:`ImageSlice` is left as a hole and filled at the
-    end by ``copy_file_range`` on a few threads (in-kernel copies release the GIL).
+    quoting was a third of the build. An :class:`ImageSlice` is copied from its file without
+    becoming a Python object; the file is written with direct I/O where possible
+    (:mod:`gmai_build.bulkio`).
     """
     n = 0
     head = io.StringIO()
     head_writer = tsv_writer(head)
-    copies: list[tuple[ImageSlice, int]] = []  # (source, where it goes in this file)
 
     def line(values: list[Any]) -> str:
         head.seek(0)
@@ -90,60 +89,57 @@ def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) ->
         head_writer.writerow(values)
         return head.getvalue()
 
-    with open(path, "wb") as f:
-        f.write(line(columns).encode("utf-8"))
+    end = LINE_END.encode("ascii")
+    with BulkWriter(path) as out, _Readers() as readers:
+        out.write(line(columns).encode("utf-8"))
         for row in rows:
             values = [row.get(c, "") for c in columns]
             last = values[-1]
             if isinstance(last, (Base64Text, Base64Bytes, ImageSlice)) and last and len(values) > 1:
-                f.write(line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
+                out.write(line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
                 if isinstance(last, ImageSlice):
-                    copies.append((last, f.tell()))
-                    f.seek(last.size, os.SEEK_CUR)
+                    try:
+                        out.copy_from(readers.get(last.path), last.offset, last.size)
+                    except OSError as exc:
+                        if exc.errno != errno.EIO:
+                            raise
+                        raise OSError(f"{last.path}: ends before the image at offset "
+                                      f"{last.offset} ({last.size} bytes)") from None
                 else:
-                    f.write(last if isinstance(last, bytes) else last.encode("ascii"))
-                f.write(LINE_END.encode("ascii"))
+                    out.write(last if isinstance(last, bytes) else last.encode("ascii"))
+                out.write(end)
             else:
-                f.write(line(values).encode("utf-8"))
+                out.write(line(values).encode("utf-8"))
             n += 1
-        f.flush()
-        _copy_slices(copies, f.fileno())
     return n
 
 
-def _copy_slices(copies: list[tuple[ImageSlice, int]], dst: int) -> None:
-    """Fill the holes left for images: one thread per source file at a time."""
-    by_file: dict[Path, list[tuple[ImageSlice, int]]] = {}
-    for image, where in copies:
-        by_file.setdefault(image.path, []).append((image, where))
+class _Readers:
+    """Open image files by path; the few most recent stay open (rows visit the workers' task
+    files roughly in order)."""
 
-    def copy_file(items: list[tuple[ImageSlice, int]]) -> None:
-        with open(items[0][0].path, "rb") as src:
-            for image, where in items:
-                _copy_range(src.fileno(), dst, image.offset, where, image.size, image.path)
+    KEEP = 8
 
-    if not by_file:
-        return
-    with ThreadPoolExecutor(max_workers=min(4, len(by_file))) as pool:
-        for done in [pool.submit(copy_file, items) for items in by_file.values()]:
-            done.result()
+    def __init__(self) -> None:
+        self._open: dict[Path, BulkReader] = {}
+        self._scratch = aligned_buffer()  # one at a time reads: they share it
 
+    def get(self, path: Path) -> BulkReader:
+        reader = self._open.pop(path, None)
+        if reader is None:
+            reader = BulkReader(path, scratch=self._scratch)
+            if len(self._open) >= self.KEEP:
+                self._open.pop(next(iter(self._open))).close()
+        self._open[path] = reader  # most recent last
+        return reader
 
-_NO_COPY_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+    def __enter__(self) -> _Readers:
+        return self
 
-
-def _copy_range(src: int, dst: int, offset: int, where: int, size: int, name: Path) -> None:
-    while size > 0:
-        try:
-            n = os.copy_file_range(src, dst, size, offset, where)
-        except OSError as exc:  # a file system or kernel without it: copy through a buffer
-            if exc.errno not in _NO_COPY_RANGE:
-                raise
-            data = os.pread(src, size, offset)
-            n = os.pwrite(dst, data, where) if data else 0
-        if n <= 0:
-            raise OSError(f"{name}: ends before the image at offset {offset} ({size} bytes short)")
-        offset, where, size = offset + n, where + n, size - n
+    def __exit__(self, *exc: object) -> None:
+        for reader in self._open.values():
+            reader.close()
+        self._open.clear()
 
 
 def b64(png: bytes) -> Base64Text:
