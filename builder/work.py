@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import ctypes
 import hashlib
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .bulkio import BulkWriter
 from .cases import CaseMaker
 from .converters import Item
 from .errors import BuildError, ConfigError
@@ -51,11 +54,12 @@ def run_task(task: Task) -> list[ItemResult]:
     and size there (``Case.image``). Workers thus do all per-image work; the driver only files
     metadata, and the writer copies image bytes.
     """
+    tune_worker_process()
     rule = task.rule.snapshot()
     maker = copy.copy(task.ctx.maker)
     maker.keep = rule.keep
     out = []
-    with open(task.images, "wb") as images:
+    with BulkWriter(task.images) as images:
         for item, files in zip(task.items, task.hash_files):
             result = cases_of_item(task.ctx, maker, item)
             for n, case in enumerate(result.cases):
@@ -69,6 +73,42 @@ def run_task(task: Task) -> list[ItemResult]:
                 result.inputs = input_checksums(task.ctx, files)
             out.append(result)
     return out
+
+
+def tune_worker_process() -> None:
+    """Settle how a process that runs tasks uses its cores and memory (idempotent, cheap).
+
+    * OpenCV on the worker's own thread: the build runs one worker per core, and OpenCV's pool
+      of helper threads, idle between its short parallel sections, spins on ``sched_yield``
+      (1.8 s of CPU in a 36 s one-worker build), taking the cores the other workers need. Its
+      functions give the same results on one thread.
+    * glibc keeps freed memory for reuse: every image makes buffers of 0.2-2 MB (decoded
+      pixels, overlays, PNG and base64 bytes), above its default mapping threshold or trimmed
+      off the heap top as soon as they are freed, so each one was fresh pages from the kernel:
+      430,000 page faults in a one-worker build of 2,877 questions, 82,000 with these settings,
+      and 0.6 s less kernel time. Peak memory does not change (the same buffers, reused).
+    """
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    keep_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def keep_freed_memory() -> None:
+    """glibc's malloc: blocks up to 32 MiB from the heap, which is trimmed only past 256 MiB
+    free (no-op where the C library has no ``mallopt``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
 def input_checksums(ctx: SourceContext, files: list[str]) -> dict[str, str]:
