@@ -14,6 +14,7 @@ grow with the number of tasks.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -75,13 +76,17 @@ class InlineExecutor:
 
 
 class ProcessExecutor:
-    """A spawned process pool; at most ``IN_FLIGHT x workers`` tasks in flight."""
+    """A spawned process pool; at most ``IN_FLIGHT x workers`` tasks in flight.
 
-    def __init__(self, workers: int):
+    ``preload``: modules each worker imports as it starts (the stage its tasks run), so that
+    starting the pool early lets the imports overlap the driver's own preparations.
+    """
+
+    def __init__(self, workers: int, preload: tuple[str, ...] = ()):
         self.workers = workers
         self._pool = ProcessPoolExecutor(
             workers, mp_context=mp.get_context("spawn"),
-            initializer=child_init, initargs=(os.getpid(),))
+            initializer=_worker_init, initargs=(os.getpid(), preload))
 
     def start(self) -> None:
         """Start every worker now, with SIGINT/SIGTERM blocked (the workers inherit the mask
@@ -123,6 +128,12 @@ class ProcessExecutor:
                 p.kill()
         for p in processes:
             p.join()
+
+
+def _worker_init(parent_pid: int, preload: tuple[str, ...]) -> None:
+    child_init(parent_pid)
+    for module in preload:
+        importlib.import_module(module)
 
 
 def _result(future: Future[R]) -> R:
@@ -258,13 +269,15 @@ def _call(fn: Callable[[T], R], task: T) -> R:
 
 
 @contextmanager
-def executor(name: str, workers: int, ray_address: str | None = None) -> Iterator[Executor]:
-    """The executor ``name`` with its workers started; stopped on leaving, however we leave."""
+def executor(name: str, workers: int, ray_address: str | None = None,
+             preload: tuple[str, ...] = ()) -> Iterator[Executor]:
+    """The executor ``name`` with its workers started; stopped on leaving, however we leave.
+    Local workers import the ``preload`` modules as they start."""
     ex: Executor
     if name == "ray":
         ex = RayExecutor(workers, ray_address)
     elif name == "local":
-        ex = InlineExecutor() if workers <= 1 else ProcessExecutor(workers)
+        ex = InlineExecutor() if workers <= 1 else ProcessExecutor(workers, preload)
     else:
         raise ConfigError(f"unknown executor {name!r}: expected one of {', '.join(EXECUTORS)}")
     try:

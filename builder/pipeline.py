@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ from .split import plan_split
 from .taxonomy import LABEL_MAPS
 from .templates import DEFAULT_POOL
 from .writer import ImageSlice, summary_markdown, summary_tables
+
+WORKER_STAGE = ("gmai_build.work",)  # what a worker imports as it starts
 
 
 @dataclass(frozen=True)
@@ -84,60 +87,65 @@ def build(
     run = run or RunOptions(workers=workers, progress=progress)
     n_workers = run.workers if run.workers is not None else (config.build.workers
                                                               or default_workers())
-    vocab, contexts, pool = prepare(config, show_paths)
-    privacy = next(iter(contexts.values())).privacy
-    for ctx in contexts.values():  # cheap checks for every source before any image is read
-        ctx.items = discover(ctx)
-        check_known_labels(ctx, ctx.items)
+    with ExitStack() as workers_running:
+        # Workers start first: they import the stages while this process checks the config.
+        ex = workers_running.enter_context(
+            executor(run.executor, n_workers, run.ray_address, preload=WORKER_STAGE))
+        vocab, contexts, pool = prepare(config, show_paths)
+        privacy = next(iter(contexts.values())).privacy
+        for ctx in contexts.values():  # cheap checks for every source before any image is read
+            ctx.items = discover(ctx)
+            check_known_labels(ctx, ctx.items)
 
-    folder = OutputFolder(out_dir)
-    with folder.locked():
-        removed = folder.remove_leftovers()
-        if removed:
-            notify(f"removed what an interrupted build left in {out_dir}: {', '.join(removed)}")
-        if not rebuild:
-            check_same_salt(out_dir, privacy, config)
-        previous = {} if rebuild else previous_questions(out_dir)
-        with folder.staging() as stage:
-            try:
-                scratch = stage / ".images"
-                scratch.mkdir()
-                cache = SourceCache(out_dir / CACHE_DIR if run.cache else None, scratch)
-                cache.remove_partial()
-                with executor(run.executor, n_workers, run.ray_address) as ex:
+        folder = OutputFolder(out_dir)
+        with folder.locked():
+            removed = folder.remove_leftovers()
+            if removed:
+                notify(f"removed what an interrupted build left in {out_dir}: "
+                       f"{', '.join(removed)}")
+            if not rebuild:
+                check_same_salt(out_dir, privacy, config)
+            previous = {} if rebuild else previous_questions(out_dir)
+            with folder.staging() as stage:
+                try:
+                    scratch = stage / ".images"
+                    scratch.mkdir()
+                    cache = SourceCache(out_dir / CACHE_DIR if run.cache else None, scratch)
+                    cache.remove_partial()
                     sources = read_sources(contexts, config, previous, ex, cache, run.progress,
                                            _build_key(config))
-                cache.prune(set(contexts))
-                book = CaseBook([c for s in sources for c in s.cases],
-                                {x for s in sources for x in s.seen},
-                                sum((s.skipped for s in sources), Counter()),
-                                {s.name for s in sources if s.n_cases})
-                report = [e for s in sources for e in s.report]
-                splits, split_report = plan_split(book.cases, config, previous)
-                questions, skipped, reuse = make_questions(
-                    book, vocab, pool, config, previous, splits)
-                records, split_report = number_and_split(
-                    questions, previous, config,
-                    {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
-                    splits, split_report, vocab)
-                summary = summary_tables(records)
-                summary["skipped"] = dict(sorted(skipped.items()))
-                summary.update(summary_section(report))
-                summary["split"] = split_report
-                changes = summarize(previous, records, reuse, book.cases,
-                                    {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
-                info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
-                info["salt_check"] = privacy.check_value
-                info["changes"] = changes.to_json()
-                write_outputs(stage, config, records, _image_lookup(sources), summary, info)
-                if config.build.circular:
-                    write_circular(stage, config.build.name)
-                write_coverage(stage, records, config.build.name, vocab)
-                shutil.rmtree(scratch)
-                folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
-            except OSError as exc:  # the output side: disk full, permissions, a quota
-                raise BuildError(f"cannot write the build into {out_dir}: "
-                                 f"{exc.strerror or exc}; the previous build is unchanged") from None
+                    workers_running.close()  # the rest runs here: the workers' memory goes
+                    cache.prune(set(contexts))
+                    book = CaseBook([c for s in sources for c in s.cases],
+                                    {x for s in sources for x in s.seen},
+                                    sum((s.skipped for s in sources), Counter()),
+                                    {s.name for s in sources if s.n_cases})
+                    report = [e for s in sources for e in s.report]
+                    splits, split_report = plan_split(book.cases, config, previous)
+                    questions, skipped, reuse = make_questions(
+                        book, vocab, pool, config, previous, splits)
+                    records, split_report = number_and_split(
+                        questions, previous, config,
+                        {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
+                        splits, split_report, vocab)
+                    summary = summary_tables(records)
+                    summary["skipped"] = dict(sorted(skipped.items()))
+                    summary.update(summary_section(report))
+                    summary["split"] = split_report
+                    changes = summarize(previous, records, reuse, book.cases,
+                                        {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
+                    info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
+                    info["salt_check"] = privacy.check_value
+                    info["changes"] = changes.to_json()
+                    write_outputs(stage, config, records, _image_lookup(sources), summary, info)
+                    if config.build.circular:
+                        write_circular(stage, config.build.name)
+                    write_coverage(stage, records, config.build.name, vocab)
+                    shutil.rmtree(scratch)
+                    folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
+                except OSError as exc:  # the output side: disk full, permissions, a quota
+                    raise BuildError(f"cannot write the build into {out_dir}: "
+                                     f"{exc.strerror or exc}; the previous build is unchanged") from None
     if not config.build.circular:  # (publish already dropped the links of files it no longer has)
         remove_stale_circular(out_dir, config.build.name)
     log(summary_markdown(summary, config.build.name))

@@ -56,9 +56,9 @@ def test_build_uses_one_worker_per_core_unless_told(tmp_path: Path, monkeypatch)
     real_executor = pipeline.executor
 
     @contextmanager
-    def recording(name, workers, ray_address=None):
+    def recording(name, workers, ray_address=None, **options):
         started.append((name, workers))
-        with real_executor(name, 1, ray_address) as ex:  # (one process is enough here)
+        with real_executor(name, 1, ray_address, **options) as ex:  # (one process is enough)
             yield ex
 
     monkeypatch.setattr(pipeline, "executor", recording)
