@@ -12,6 +12,7 @@ Items must be picklable: worker processes receive them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ class Converter:
         self.max_voxels = 1_000_000_000
         self.wanted: Callable[[str], bool] = want_all
         self.notes: list[Note] = []
+        self._root_resolved: tuple[Path, str] | None = None  # (root, with symlinks followed)
 
     def configure(self, *, on_error: Literal["fail", "skip"] = "fail",
                   allow_outside_root: bool = False, max_pixels: int = 100_000_000,
@@ -126,14 +128,22 @@ class Converter:
         full = p if p.is_absolute() else self.root / p
         if self.allow_outside_root:
             return full
-        resolved = full.resolve()
-        root = self.root.resolve()
-        if resolved != root and not resolved.is_relative_to(root):
+        resolved = os.path.realpath(full)
+        root = self._real_root()
+        if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
             raise self.error(
                 f"entry '{entry}' resolves to {resolved}, outside the source root (tables, "
                 "globs and symlinks may not leave it); set allow_outside_root: true on the "
                 "source to allow this", full)
         return full
+
+    def _real_root(self) -> str:
+        """The root with symlinks followed, resolved once (every file's check needs it)."""
+        cached = self._root_resolved
+        if cached is None or cached[0] != self.root:
+            cached = (self.root, os.path.realpath(self.root))
+            self._root_resolved = cached
+        return cached[1]
 
     def error(self, reason: str, file: str | Path | None = None) -> BuildError:
         return BuildError(reason, source=self.source, file=file)
