@@ -40,7 +40,7 @@ CACHE_DIR = ".cache"
 RESULT = "result.pkl"
 DROPPED = "dropped.txt"
 PARTIAL = ".partial-"
-FORMAT = 2  # bump when SourceResult changes shape
+FORMAT = 3  # bump when SourceResult changes shape or meaning (3: image_phash by area average)
 
 
 @dataclass

@@ -11,6 +11,13 @@ Why 256 bits and 32: on 600 PneumoniaMNIST chest X-rays (28 px, all alike) the 6
 puts different patients 4 bits apart, while the 256-bit hash keeps every pair of different
 images at least 62 bits apart; a brightened JPEG copy or a resampled copy stays within 6 bits
 and a copy cropped by 2% averages 32.
+
+The image is reduced to 64 x 64 grey levels by OpenCV's area averaging before
+:func:`imagehash.phash` (which would otherwise shrink it with Pillow's Lanczos filter: 1.1 ms
+of a 512 x 512 image, 10 times the area average, and 5% of a build). Measured on the 1,200
+first PneumoniaMNIST images as the build shows them (224 px): the same separation (nearest
+other image: 1st percentile 62 bits, median 82, the dataset's exact duplicates at 0), copies
+as close (brightened JPEG within 4 bits, resampled within 4, a 2-pixel crop 16 on average).
 """
 
 from __future__ import annotations
@@ -25,10 +32,16 @@ DEFAULT_MAX_DISTANCE = 32
 
 def image_phash(rgb: np.ndarray) -> str:
     """64 hex digits: the 256-bit DCT perceptual hash of an RGB (or grey) uint8 image."""
+    import cv2
     import imagehash
     from PIL import Image
 
-    return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(rgb)), hash_size=HASH_SIZE))
+    grey = np.ascontiguousarray(rgb)
+    if grey.ndim == 3:
+        grey = cv2.cvtColor(grey, cv2.COLOR_RGB2GRAY)  # Pillow's "L" weights (ITU-R 601-2)
+    side = 4 * HASH_SIZE  # what imagehash.phash reduces to before its DCT
+    small = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA)
+    return str(imagehash.phash(Image.fromarray(small), hash_size=HASH_SIZE))
 
 
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
