@@ -47,10 +47,11 @@ class SourceRun:
     skipped_files: set[str] = field(default_factory=set)
 
 
-def chunk_size(n_items: int, workers: int) -> int:
-    """Items per task: enough tasks to keep every worker busy, few enough to amortise the
-    context each task carries."""
-    return max(1, min(16, n_items // (4 * max(1, workers))))
+def chunk_size(remaining: int, workers: int) -> int:
+    """Items in the next task, given the items of the build not yet sent: up to 16 (to amortise
+    the context each task carries), fewer as the end nears, so that the workers run out of work
+    together instead of one finishing a long last task alone (guided scheduling)."""
+    return max(1, min(16, remaining // (4 * max(1, workers))))
 
 
 def read_sources(
@@ -89,11 +90,15 @@ def read_sources(
 
 def _tasks(runs: list[SourceRun], workers: int, sent: deque) -> Iterator[Task]:
     """Chunks of every source in order; each carries its source's rule as it is now."""
+    remaining = sum(len(run.items) for run in runs)
     for run in runs:
-        size = chunk_size(len(run.items), workers)
-        for number, start in enumerate(range(0, len(run.items), size)):
-            chunk = run.items[start:start + size]
+        start = number = 0
+        while start < len(run.items):
+            chunk = run.items[start:start + chunk_size(remaining, workers)]
+            start += len(chunk)
+            remaining -= len(chunk)
             images = f"images-{number:06d}.b64"
+            number += 1
             sent.append((run, chunk, images))
             yield Task(run.ctx, chunk, run.rule.snapshot(),
                        [[p for p in item.paths if p not in run.shared] for item in chunk],
