@@ -45,17 +45,20 @@ def write_outputs(
             row = tsv_row(r, image_of(r.case_id))
             yield {**row, **r.test_view.columns()} if blind else row
 
-    # VAL and TEST at once: their copies are mostly waits on the disk (bulkio), each its own.
-    with ThreadPoolExecutor(1, thread_name_prefix="write-val") as other:
-        val = other.submit(write_tsv, stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows))
-        write_tsv(stage / f"{name}_TEST.tsv", TEST_COLUMNS, rows(test_rows, blind=True))
-        val.result()
+    # The TSVs are mostly waits on the disk (bulkio): VAL and TEST are written by two threads
+    # while this one writes the small files.
+    with ThreadPoolExecutor(2, thread_name_prefix="write-tsv") as pool:
+        tsvs = [pool.submit(write_tsv, stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows)),
+                pool.submit(write_tsv, stage / f"{name}_TEST.tsv", TEST_COLUMNS,
+                            rows(test_rows, blind=True))]
+        write_tsv(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS,
+                  (answer_key_row(r) for r in test_rows))
+        write_manifest(stage / MANIFEST, records)
+        write_json(stage / "summary.json", summary)
+        (stage / "summary.md").write_text(summary_markdown(summary, name))
+        write_json(stage / BUILD_INFO, build_info)
+        for done in tsvs:
+            done.result()
     failpoint("writing")
-    write_tsv(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS,
-              (answer_key_row(r) for r in test_rows))
-    write_manifest(stage / MANIFEST, records)
-    write_json(stage / "summary.json", summary)
-    (stage / "summary.md").write_text(summary_markdown(summary, name))
-    write_json(stage / BUILD_INFO, build_info)
     return [f"{name}_VAL.tsv", f"{name}_TEST.tsv", f"{name}_TEST_answers.tsv",
             "summary.json", "summary.md", BUILD_INFO, MANIFEST]
