@@ -271,3 +271,27 @@ def test_image_label_glob_bids(tmp_path: Path) -> None:
     (tmp_path / "derivatives/labels/sub-02/anat/sub-02_T2w_seg.nii.gz").unlink()
     with pytest.raises(BuildError, match="label volume for image sub-02"):
         list(conv.discover())
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "flipped", "bool"])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slice_areas_of_byte_volumes_equal_the_general_count(layout: str, axis: int) -> None:
+    """uint8 label volumes are counted with a per-slice histogram: the same areas as counting
+    the values of a wider integer copy, whatever the memory layout of the volume."""
+    from gmai_build.volumes import _slice_areas
+
+    rng = np.random.default_rng(axis)
+    lm = (rng.integers(0, 5, (33, 28, 21)) * (rng.random((33, 28, 21)) < 0.3)).astype(np.uint8)
+    if layout == "bool":
+        lm = lm > 2
+    elif layout == "F":
+        lm = np.asfortranarray(lm)
+    elif layout == "flipped":
+        lm = np.asfortranarray(lm)[::-1, :, ::-1]
+    values, areas = _slice_areas(lm, axis)
+    wide_values, wide_areas = _slice_areas(lm.astype(np.int32), axis)
+    assert values.tolist() == wide_values.tolist()
+    assert np.array_equal(areas, wide_areas)
+    for j, v in enumerate(values):
+        expect = np.count_nonzero(lm == v, axis=tuple(a for a in range(3) if a != axis))
+        assert np.array_equal(areas[:, j], expect)
