@@ -84,6 +84,7 @@ class Converter:
         self.wanted: Callable[[str], bool] = want_all
         self.notes: list[Note] = []
         self._root_resolved: tuple[Path, str] | None = None  # (root, with symlinks followed)
+        self._real_folders: dict[str, str] = {}  # folder -> with symlinks followed
 
     def configure(self, *, on_error: Literal["fail", "skip"] = "fail",
                   allow_outside_root: bool = False, max_pixels: int = 100_000_000,
@@ -128,7 +129,7 @@ class Converter:
         full = p if p.is_absolute() else self.root / p
         if self.allow_outside_root:
             return full
-        resolved = os.path.realpath(full)
+        resolved = self._real_path(full)
         root = self._real_root()
         if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
             raise self.error(
@@ -144,6 +145,23 @@ class Converter:
             cached = (self.root, os.path.realpath(self.root))
             self._root_resolved = cached
         return cached[1]
+
+    def _real_path(self, full: Path) -> str:
+        """``os.path.realpath(full)``, each folder resolved once: a dataset's files share few
+        folders, and following every component of every path again was 6 lstat calls a file."""
+        if full.name in ("", ".", "..") or os.path.islink(full):
+            return os.path.realpath(full)
+        folder = str(full.parent)
+        real = self._real_folders.get(folder)
+        if real is None:
+            if len(self._real_folders) >= 4096:
+                self._real_folders.clear()
+            real = self._real_folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, full.name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """(What a worker task carries: the resolution caches stay behind.)"""
+        return {**self.__dict__, "_root_resolved": None, "_real_folders": {}}
 
     def error(self, reason: str, file: str | Path | None = None) -> BuildError:
         return BuildError(reason, source=self.source, file=file)
