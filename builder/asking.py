@@ -2,11 +2,13 @@
 
 Selection (:func:`gmai_build.selection.select_by_cap`) has already run on metadata; here the
 distractor pools are built from every label seen, answer letters are balanced within each split,
-and a source that yields no question is an error naming it and why.
+questions are numbered and filed in the build's store, and a source that yields no question is
+an error naming it and why.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -20,80 +22,94 @@ from .questions import (
     make_question,
     reuse_question,
 )
-from .rebuild import Previous, Reuse, pair_staleness
+from .rebuild import pair_staleness
 from .samples import IMAGE_LEVEL, Case, LabelSeen
-from .selection import askable_cases, cap_family, select_by_cap
+from .selection import cap_family
+from .store import BuildStore, PreviousQuestions
 from .taxonomy import Vocabulary
 
 
 @dataclass
 class CaseBook:
     """The reading stage's cases as the later stages see them: full metadata of those that may
-    be asked about, where every label was seen (distractor pools), skipped cases by reason."""
+    be asked about in the store, where every label was seen (distractor pools), skipped cases by
+    reason."""
 
-    cases: list[Case] = field(default_factory=list)
+    store: BuildStore
     seen: set[LabelSeen] = field(default_factory=set)
     skipped: Counter[str] = field(default_factory=Counter)
     sources_with_cases: set[str] = field(default_factory=set)
 
 
+# The selected cases whose previous question is reused as it was, and all the others.
+REUSED = "selected AND prev AND regenerated IS NULL"
+TO_MAKE = "selected AND NOT (prev AND regenerated IS NULL)"
+
+
 def make_questions(
     book: CaseBook, vocab: Vocabulary, pool: QuestionPool, config: Config,
-    previous: Previous, splits: dict[tuple[str, str], str] | None = None,
-) -> tuple[list[Question], Counter[str], Reuse]:
-    """Cap, then one question per selected case: previous questions reused as they were.
+    previous: PreviousQuestions, splits: dict[tuple[str, str], str],
+) -> Counter[str]:
+    """One question per selected case, numbered, into the store; returns skipped cases counted
+    by reason. Selection (:func:`gmai_build.selection.select_by_cap`) has marked the cases.
 
-    Previous questions whose answer, task, options or template changed are regenerated
-    (rebuild.py). Returns the questions, skipped cases counted by reason, and which previous
-    questions were regenerated (and why) or could not be made.
-    ``splits`` ((source, group) -> split, from :func:`plan_split`) lets answer letters balance
-    within each split, so VAL and TEST are each unbiased on their own.
+    Previous questions are reused as they were (same index); those whose answer, task, options
+    or template changed are regenerated at their index (rebuild.py, the store's
+    ``regenerated``); new questions are numbered after the previous build's last. ``splits``
+    ((source, group) -> split, from :func:`plan_split`) lets answer letters balance within
+    each split, so VAL and TEST are each unbiased on their own. Cases stream from the store:
+    the questions made are never all in memory.
     """
     b = config.build
+    store = book.store
     skipped = Counter(book.skipped)
-    selected = select_by_cap(askable_cases(book.cases), b.per_label_cap, b.seed, previous)
-    assert all(c.rendered for c in selected), "the render rule skipped a selectable case"
+    if store.count("selected AND image_file IS NULL"):
+        raise AssertionError("the render rule skipped a selectable case")
     pools = DistractorPools(sorted(book.seen), vocab, pool)  # every label, not only the capped
-    split_map = splits or {}
-    balance = AnswerBalance(lambda c: split_map.get((c.source, c.group), ""))
-    questions: list[Question] = []
-    reuse = Reuse(pair_staleness(selected, previous, pools, pool, b.options))
-    reused = [c for c in selected if c.case_id in previous and c.case_id not in reuse.regenerated]
-    # The mask and contour questions of one target share their options and answer letter.
-    partners: dict[str, Question] = {}
-    for c in reused:
-        questions.append(reuse_question(c, previous[c.case_id], balance,
-                                        partner=c.pair_id in partners, pools=pools))
-        if cap_family(c.granularity) == "segmentation":
-            partners.setdefault(c.pair_id, questions[-1])
-    reused_ids = {c.case_id for c in reused}
+    balance = AnswerBalance(lambda c: splits.get((c.source, c.group), ""))
+    stale = list(pair_staleness(store, previous, pools, pool, b.options))  # (then marked)
+    for case_id, reasons in stale:
+        store.mark("regenerated", case_id, json.dumps(reasons, ensure_ascii=False))
+    asked: set[str] = set()
+
+    def file(c: Case, index: int, q: Question) -> None:
+        store.add_question(index, c.case_id, splits[(c.source, c.group)], q.template_id,
+                           q.question, q.options, q.answer)
+        asked.add(c.source)
+
+    for c in store.cases(REUSED):
+        segment = cap_family(c.granularity) == "segmentation"
+        q = reuse_question(c, previous[c.case_id], balance, pools=pools,
+                           partner=segment and store.pair_question(c.pair_id) is not None)
+        file(c, previous[c.case_id].index, q)
+    next_index = previous.max_index() + 1
     # Sources in name order, not config order: reordering sources.yaml changes no question.
-    for c in sorted(selected, key=lambda c: c.source):
-        if c.case_id in reused_ids:
-            continue
-        q = make_question(c, pools, pool, b.seed, b.options, balance,
-                          partner=partners.get(c.pair_id))
+    for c in store.cases(TO_MAKE, order="source, seq"):
+        partner = store.pair_question(c.pair_id) \
+            if cap_family(c.granularity) == "segmentation" else None
+        q = make_question(c, pools, pool, b.seed, b.options, balance, partner=partner)
         if q is None:
             why = (" (Image Level: distractors are the source's other labels, and it has none)"
                    if c.granularity == IMAGE_LEVEL else f" ({c.granularity})")
             skipped[f"{c.source}: no distractor for '{c.label}'{why}"] += 1
-            reuse.unanswerable.add(c.case_id)
+            store.mark("unanswerable", c.case_id)
             continue
-        questions.append(q)
-        if cap_family(c.granularity) == "segmentation":
-            partners.setdefault(c.pair_id, q)
-    check_every_source_asks(config, questions, book.sources_with_cases, skipped)
-    if not questions:
+        if c.case_id in previous:  # regenerated: the same target keeps its index
+            index = previous[c.case_id].index
+        else:
+            index, next_index = next_index, next_index + 1
+        file(c, index, q)
+    check_every_source_asks(config, asked, book.sources_with_cases, skipped)
+    if not asked:
         raise BuildError("no question could be made: every source yields none ("
                          + "; ".join(f"{k} x{n}" for k, n in sorted(skipped.items())) + ")")
-    return questions, skipped, reuse
+    return skipped
 
 
 def check_every_source_asks(
-    config: Config, questions: list[Question], with_cases: set[str], skipped: Counter[str],
+    config: Config, asked: set[str], with_cases: set[str], skipped: Counter[str],
 ) -> None:
     """A source that yields no question is an error naming it and why (unless allowed)."""
-    asked = {q.case.source for q in questions}
     for src in config.sources:
         if src.name in asked or src.allow_no_questions:
             continue

@@ -3,8 +3,10 @@ changed.
 
 A source's entry lives in ``<out>/.cache/<source>/<fingerprint>/``: one ``images-NNNNNN.b64``
 per worker task (the base64 PNGs that task drew, back to back; the writer copies them from there,
-so a cold build writes each image once), ``dropped.txt`` and ``result.pkl`` (case metadata,
-image offsets and checksums, skipped/notes entries, input checksums).
+so a cold build writes each image once), ``cases.pkl`` (the metadata of the cases the source
+kept, one pickle after the other with the task file of each one's image, in filing order: read
+back as a stream, never as a list), ``dropped.txt`` (the ids of the others) and ``result.pkl``
+(what else the source gave: labels seen, counts, skipped/notes entries, input checksums).
 The fingerprint covers everything that decides that result: the tool version, the
 source's settings, its label map, the vocabulary and question pool files, the build settings
 that reach the workers (seed, cap, salt, message style), and the list of items with the size and
@@ -25,7 +27,7 @@ import os
 import pickle
 import shutil
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,31 +40,62 @@ from .sources import SourceContext
 
 CACHE_DIR = ".cache"
 RESULT = "result.pkl"
+CASES = "cases.pkl"
 DROPPED = "dropped.txt"
 PARTIAL = ".partial-"
-FORMAT = 3  # bump when SourceResult changes shape or meaning (3: image_phash by area average)
+FORMAT = 4  # bump when an entry changes shape or meaning (3: image_phash by area average,
+#             4: cases streamed in cases.pkl)
 
 
 @dataclass
 class SourceResult:
-    """What the reading stage keeps of one source (PNGs stay in ``images``)."""
+    """What the reading stage keeps of one source in memory: bounded by its labels, not its
+    size. Its cases are in the build's store (and the entry's ``cases.pkl``), PNGs in
+    ``images``."""
 
     name: str
-    # Full metadata (png=b"") only of the cases that may be asked about: rendered ones, and
-    # previous-build ones (their removal is explained). Of the others, what the distractor
-    # pools and the summary need: where each label was seen, skipped cases by reason.
-    cases: list[Case] = field(default_factory=list)
+    # Of every case, what the distractor pools and the summary need: where each label was
+    # seen, skipped cases by reason. (Full metadata of the cases that may be asked about, the
+    # rendered ones and the previous build's, went to the store.)
     seen: set[LabelSeen] = field(default_factory=set)
     skipped: Counter[str] = field(default_factory=Counter)  # "source: reason" -> cases
     n_cases: int = 0
-    # case id -> (task file name, offset, size) of its base64 PNG, in the folder ``images``
-    refs: dict[str, tuple[str, int, int]] = field(default_factory=dict)
-    image_sha256: dict[str, str] = field(default_factory=dict)  # case id -> PNG checksum
+    n_kept: int = 0  # cases in the store
     inputs: dict[str, str] = field(default_factory=dict)  # file token -> sha256
     report: list[Entry] = field(default_factory=list)  # skipped samples and notes
     items_read: frozenset[str] = frozenset()  # salted ids of the items read (after the prefilter)
+    image_files: set[str] = field(default_factory=set)  # task files holding drawn images
     images: Path = Path()  # the folder of the task files
     cached: bool = False  # reused from the cache by this build
+
+
+class CaseLog:
+    """A source's kept cases, appended one by one as they are filed (``cases.pkl``), each with
+    the task file holding its image (None when it was not drawn)."""
+
+    def __init__(self, path: Path | None):
+        self._f = open(path, "wb") if path is not None else None  # noqa: SIM115 (close())
+
+    def add(self, case: Case, image_file: str | None) -> None:
+        if self._f is not None:
+            pickle.dump((case, image_file), self._f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def read_case_log(path: Path) -> Iterator[tuple[Case, str | None]]:
+    """The (case, image file) pairs of a ``cases.pkl``, one at a time."""
+    with open(path, "rb") as f:
+        while True:
+            try:
+                case, image_file = pickle.load(f)
+            except EOFError:
+                return
+            if not isinstance(case, Case):
+                raise pickle.UnpicklingError("not a case")
+            yield case, image_file
 
 
 class DroppedIds:
@@ -143,9 +176,10 @@ class SourceCache:
                         shutil.rmtree(entry, ignore_errors=True)
 
     def load(self, name: str, key: str, read_now: frozenset[str],
-             previous: Mapping[str, ManifestRecord]) -> SourceResult | None:
-        """The cached result of source ``name`` under ``key``, if it holds what this build needs:
-        every item this build would read, and a rendered image for every previous question."""
+             previous: Mapping[str, ManifestRecord]) -> CachedSource | None:
+        """The cached entry of source ``name`` under ``key``, if it holds what this build needs:
+        every item this build would read, and a drawn image for every previous question (the
+        latter is checked again as its cases are read: :meth:`CachedSource.cases`)."""
         if self.root is None:
             return None
         entry = self.root / _safe(name) / key
@@ -154,21 +188,17 @@ class SourceCache:
                 result = pickle.load(f)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
             return None
-        if not isinstance(result, SourceResult):
+        if not isinstance(result, SourceResult) or not (entry / CASES).is_file():
             return None
         if not read_now <= result.items_read:
             return None
-        if any(c.case_id in previous and not c.rendered for c in result.cases):
-            return None
-        kept = {c.case_id for c in result.cases}
-        asked_before = {cid for cid, r in previous.items() if r.source == name} - kept
-        if asked_before and _any_line_in(entry / DROPPED, asked_before):
+        if previous and _any_line_in(entry / DROPPED, previous):
             return None  # a previous question this entry did not draw: read the source again
-        if any(not (entry / name).is_file() for name in {ref[0] for ref in result.refs.values()}):
+        if any(not (entry / f).is_file() for f in result.image_files):
             return None
         result.images = entry
         result.cached = True
-        return result
+        return CachedSource(result, entry, previous)
 
     def open_folder(self, name: str, key: str) -> Path:
         """An empty folder for the task files of a source this build reads."""
@@ -204,12 +234,37 @@ class SourceCache:
                 shutil.rmtree(source_dir, ignore_errors=True)
 
 
-def _any_line_in(path: Path, wanted: set[str]) -> bool:
+def _any_line_in(path: Path, wanted: Container[str]) -> bool:
     try:
         with open(path, encoding="ascii") as f:
             return any(line.rstrip("\n") in wanted for line in f)
     except (OSError, ValueError):
         return True  # unreadable: do not trust the entry
+
+
+class StaleEntry(Exception):
+    """A cache entry turned out not to hold what this build needs (read the source again)."""
+
+
+@dataclass
+class CachedSource:
+    """A cache hit: the source's result, and its cases to stream into the build's store."""
+
+    result: SourceResult
+    entry: Path
+    previous: Mapping[str, ManifestRecord]
+
+    def cases(self) -> Iterator[tuple[Case, str | None]]:
+        """(case, image file) in filing order; :class:`StaleEntry` when a previous question's
+        case was not drawn, or the file is damaged."""
+        try:
+            for case, image_file in read_case_log(self.entry / CASES):
+                if not case.rendered and case.case_id in self.previous:
+                    raise StaleEntry(case.case_id)
+                yield case, image_file
+        except (OSError, pickle.UnpicklingError, AttributeError, ImportError, ValueError,
+                TypeError) as exc:
+            raise StaleEntry(str(exc)) from None
 
 
 def _without_path(result: SourceResult) -> SourceResult:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -68,40 +68,58 @@ def _node_values(r: ManifestRecord, published_label: dict[str, str]) -> dict[str
     }
 
 
-def coverage_report(records: Sequence[ManifestRecord], vocab: Vocabulary | None = None) -> dict[str, Any]:
-    """Counts per axis and split, and the published nodes without a question, per level.
+class CoverageCounts:
+    """The coverage report gathered record by record (:meth:`add`) as the records stream;
+    memory bounded by the tree's nodes, not the number of questions.
 
     With the vocabulary, a published label that the vocabulary spells differently (a merged
     synonym or spelling variant) counts as covered by questions on its canonical label.
     """
-    published_label: dict[str, str] = {}
-    if vocab is not None:
-        for labels in bundled_yaml(PUBLISHED_TREE)["labels"].values():
-            for name in labels:
-                entry = vocab.resolve(name)
-                if entry is not None and entry.label != name:
-                    published_label.setdefault(entry.label, name)
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for title, value_of in AXES.items():
-        per: dict[str, Counter[str]] = {}
-        for r in records:
-            per.setdefault(value_of(r) or NONE, Counter())[r.split] += 1
-        counts[title] = {v: {"VAL": c["VAL"], "TEST": c["TEST"], "total": c["VAL"] + c["TEST"]}
-                         for v, c in sorted(per.items())}
-    present: dict[str, set[str]] = {}
+
+    def __init__(self, vocab: Vocabulary | None = None):
+        self.published_label: dict[str, str] = {}
+        if vocab is not None:
+            for labels in bundled_yaml(PUBLISHED_TREE)["labels"].values():
+                for name in labels:
+                    entry = vocab.resolve(name)
+                    if entry is not None and entry.label != name:
+                        self.published_label.setdefault(entry.label, name)
+        self.total = 0
+        self.per: dict[str, dict[str, Counter[str]]] = {title: {} for title in AXES}
+        self.present: dict[str, set[str]] = {}
+
+    def add(self, r: ManifestRecord) -> None:
+        self.total += 1
+        for title, value_of in AXES.items():
+            self.per[title].setdefault(value_of(r) or NONE, Counter())[r.split] += 1
+        for level, value in _node_values(r, self.published_label).items():
+            self.present.setdefault(level, set()).add(value)
+
+    def report(self) -> dict[str, Any]:
+        """Counts per axis and split, and the published nodes without a question, per level."""
+        counts = {title: {v: {"VAL": c["VAL"], "TEST": c["TEST"], "total": c["VAL"] + c["TEST"]}
+                          for v, c in sorted(per.items())}
+                  for title, per in self.per.items()}
+        levels = {}
+        for level, nodes in published_nodes().items():
+            have = self.present.get(level, set())
+            levels[level] = {
+                "published": len(nodes),
+                "covered": sum(n in have for n in nodes),
+                "empty": [n for n in nodes if n not in have],
+                "outside_published": sorted(have - set(nodes)),
+            }
+        return {"total": self.total, "counts": counts, "published_tree": levels}
+
+
+def coverage_report(records: Iterable[ManifestRecord],
+                    vocab: Vocabulary | None = None) -> dict[str, Any]:
+    """Counts per axis and split, and the published nodes without a question, per level
+    (:class:`CoverageCounts` over ``records``)."""
+    counts = CoverageCounts(vocab)
     for r in records:
-        for level, value in _node_values(r, published_label).items():
-            present.setdefault(level, set()).add(value)
-    levels = {}
-    for level, nodes in published_nodes().items():
-        have = present.get(level, set())
-        levels[level] = {
-            "published": len(nodes),
-            "covered": sum(n in have for n in nodes),
-            "empty": [n for n in nodes if n not in have],
-            "outside_published": sorted(have - set(nodes)),
-        }
-    return {"total": len(records), "counts": counts, "published_tree": levels}
+        counts.add(r)
+    return counts.report()
 
 
 def coverage_table(report: dict[str, Any]) -> str:
@@ -130,14 +148,12 @@ def coverage_markdown(report: dict[str, Any], name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_coverage(stage: Path, records: Sequence[ManifestRecord], name: str,
-                   vocab: Vocabulary | None = None) -> dict[str, Any]:
-    """coverage.json and coverage.md into the staging folder; returns the report."""
-    report = coverage_report(records, vocab)
+def write_coverage(stage: Path, report: dict[str, Any], name: str) -> None:
+    """coverage.json and coverage.md (of a :meth:`CoverageCounts.report`) into the staging
+    folder."""
     (stage / COVERAGE_JSON).write_text(
         json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (stage / COVERAGE_MD).write_text(coverage_markdown(report, name), encoding="utf-8")
-    return report
 
 
 def coverage_lines(out_dir: Path, short: bool = False) -> str:

@@ -58,6 +58,14 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+def hash_words(hashes: Sequence[str]) -> np.ndarray:
+    """Hex hashes as rows of uint64 words (16 hex digits per word), for :func:`close_pairs`."""
+    n = len(hashes)
+    words = max(1, max((len(h) for h in hashes), default=16) // 16)
+    return np.array([[int(h.rjust(16 * words, "0")[16 * k:16 * (k + 1)], 16)
+                      for k in range(words)] for h in hashes], dtype=np.uint64).reshape(n, words)
+
+
 def near_duplicate_pairs(
     hashes: Sequence[str], groups: Sequence[object], max_distance: int, block: int = 64,
 ) -> list[tuple[int, int, int]]:
@@ -65,13 +73,17 @@ def near_duplicate_pairs(
 
     Vectorised XOR + popcount in blocks: 30,000 images compare in seconds without N^2 memory.
     """
-    n = len(hashes)
-    if n < 2:
+    if len(hashes) < 2:
         return []
-    words = max(1, max(len(h) for h in hashes) // 16)  # 16 hex digits per uint64 word
-    values = np.array([[int(h.rjust(16 * words, "0")[16 * k:16 * (k + 1)], 16)
-                        for k in range(words)] for h in hashes], dtype=np.uint64)
     group_ids = np.unique(np.array([str(g) for g in groups]), return_inverse=True)[1]
+    return close_pairs(hash_words(hashes), group_ids, max_distance, block)
+
+
+def close_pairs(values: np.ndarray, group_ids: np.ndarray, max_distance: int,
+                block: int = 64) -> list[tuple[int, int, int]]:
+    """:func:`near_duplicate_pairs` of hashes already as words (one row each) and integer
+    group ids: what a build keeps in memory per picture (40 bytes)."""
+    n = len(values)
     out: list[tuple[int, int, int]] = []
     for start in range(0, n, block):
         stop = min(n, start + block)

@@ -1,64 +1,108 @@
-"""Output stage: TSVs, answer key, manifest, summary and build info into the staging folder.
+"""Output stage: TSVs, answer key and manifest from one stream of records, into the staging folder.
 
-Rows are written one at a time, each image read back from its source's image file just then:
-whatever the number of questions, only one PNG is in memory.
+Records arrive one at a time in index order (:func:`gmai_build.records.records`); each is
+written to the manifest (and the answer key if it is in TEST) and handed to the thread writing
+its split's TSV, whose image is copied from the worker's task file just then (the copies are
+mostly waits on the disk: :mod:`gmai_build.bulkio`). ``observe`` sees every record too, for
+the counts of the summary and the coverage report. Whatever the number of questions, only a
+few rows are in memory at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .config import Config
 from .lifecycle import failpoint
-from .manifest import MANIFEST, ManifestRecord, write_manifest
+from .manifest import MANIFEST, ManifestRecord
 from .records import tsv_row
 from .split import VAL
+from .store import StoredQuestion
 from .writer import (
     ANSWER_KEY_COLUMNS,
-    BUILD_INFO,
     TEST_COLUMNS,
     TSV_COLUMNS,
     ImageSlice,
+    TsvWriter,
     answer_key_row,
-    summary_markdown,
-    write_json,
     write_tsv,
 )
 
+ROWS_AHEAD = 32  # rows queued for each TSV thread
+Row = dict[str, Any]
+
+
+class RowPipe:
+    """Rows handed to a thread that writes one TSV; bounded: the producer waits when it is full
+    (and gets the writer's error instead of waiting forever if the writer failed)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, path: Path, columns: list[str]):
+        self._rows: queue.Queue[Row | None] = queue.Queue(ROWS_AHEAD)  # None: the end
+        self._stopped = threading.Event()
+        self._done: Future[int] = pool.submit(write_tsv, path, columns, self._stream())
+
+    def _stream(self) -> Iterator[Row]:
+        while not self._stopped.is_set():
+            row = self._rows.get()
+            if row is None:
+                return
+            yield row
+        raise RuntimeError("stopped")  # (abort: the file is unfinished and thrown away)
+
+    def put(self, row: Row | None) -> None:
+        while True:
+            try:
+                self._rows.put(row, timeout=0.2)
+                return
+            except queue.Full:
+                if self._done.done():
+                    self._done.result()  # the writer's own error
+                    raise RuntimeError("a TSV writer stopped before its rows") from None
+
+    def close(self) -> int:
+        """Wait until the TSV is complete; its number of rows."""
+        self.put(None)
+        return self._done.result()
+
+    def abort(self) -> None:
+        """Stop the writer without the rows still queued (the build is failing anyway)."""
+        self._stopped.set()
+        try:
+            self._rows.put_nowait(None)
+        except queue.Full:
+            pass
+
 
 def write_outputs(
-    stage: Path, config: Config, records: list[ManifestRecord],
-    image_of: Callable[[str], ImageSlice],
-    summary: dict[str, Any], build_info: dict[str, Any],
-) -> list[str]:
-    """Every file of a build but coverage and CircularEval; ``image_of(case_id)`` says where a
-    case's base64 PNG lies."""
-    name = config.build.name
-    val_rows = [r for r in records if r.split == VAL]
-    test_rows = [r for r in records if r.split != VAL]
-
-    def rows(recs: list[ManifestRecord], blind: bool = False) -> Iterator[dict[str, Any]]:
-        for r in recs:
-            row = tsv_row(r, image_of(r.case_id))
-            yield {**row, **r.test_view.columns()} if blind else row
-
-    # The TSVs are mostly waits on the disk (bulkio): VAL and TEST are written by two threads
-    # while this one writes the small files.
-    with ThreadPoolExecutor(2, thread_name_prefix="write-tsv") as pool:
-        tsvs = [pool.submit(write_tsv, stage / f"{name}_VAL.tsv", TSV_COLUMNS, rows(val_rows)),
-                pool.submit(write_tsv, stage / f"{name}_TEST.tsv", TEST_COLUMNS,
-                            rows(test_rows, blind=True))]
-        write_tsv(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS,
-                  (answer_key_row(r) for r in test_rows))
-        write_manifest(stage / MANIFEST, records)
-        write_json(stage / "summary.json", summary)
-        (stage / "summary.md").write_text(summary_markdown(summary, name))
-        write_json(stage / BUILD_INFO, build_info)
-        for done in tsvs:
-            done.result()
+    stage: Path, name: str, records: Iterable[tuple[ManifestRecord, StoredQuestion]],
+    image_of: Callable[[StoredQuestion], ImageSlice],
+    observe: Callable[[ManifestRecord, StoredQuestion], None],
+) -> None:
+    """``NAME_VAL.tsv``, ``NAME_TEST.tsv``, ``NAME_TEST_answers.tsv`` and the manifest, from
+    ``records`` in index order; ``image_of`` says where a question's base64 PNG lies."""
+    with ThreadPoolExecutor(2, thread_name_prefix="write-tsv") as pool, \
+            open(stage / MANIFEST, "w", encoding="utf-8") as manifest, \
+            TsvWriter(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS) as key:
+        val = RowPipe(pool, stage / f"{name}_VAL.tsv", TSV_COLUMNS)
+        test = RowPipe(pool, stage / f"{name}_TEST.tsv", TEST_COLUMNS)
+        try:
+            for r, q in records:
+                manifest.write(r.to_json() + "\n")
+                row = tsv_row(r, image_of(q))
+                if r.split == VAL:
+                    val.put(row)
+                else:
+                    test.put({**row, **r.test_view.columns()})
+                    key.write(answer_key_row(r))
+                observe(r, q)
+            val.close()
+            test.close()
+        except BaseException:
+            val.abort()
+            test.abort()
+            raise
     failpoint("writing")
-    return [f"{name}_VAL.tsv", f"{name}_TEST.tsv", f"{name}_TEST_answers.tsv",
-            "summary.json", "summary.md", BUILD_INFO, MANIFEST]

@@ -7,16 +7,18 @@ Each stage lives in its own module and works on plain, typed values:
 :mod:`~gmai_build.reading`    cache lookups, worker tasks on an executor, PNG files
 :mod:`~gmai_build.work`       worker side: read, normalise, standardise, select, render
 :mod:`~gmai_build.executors`  where tasks run: this process, a spawned pool, Ray
+:mod:`~gmai_build.store`      the build's working set on disk: cases, questions (SQLite)
 :mod:`~gmai_build.selection`  the per-label cap, on metadata
-:mod:`~gmai_build.asking`     questions, distractors, answer letters, reuse
 :mod:`~gmai_build.split`      VAL/TEST by group, duplicates kept together
-:mod:`~gmai_build.records`    numbering, the manifest record, TSV rows
-:mod:`~gmai_build.outputs`    files into the staging folder
+:mod:`~gmai_build.asking`     questions, distractors, answer letters, reuse, numbering
+:mod:`~gmai_build.records`    the manifest record, streamed in index order; TSV rows
+:mod:`~gmai_build.outputs`    TSVs, answer key and manifest from that stream
 :mod:`~gmai_build.provenance` build.json
 ============================  ===============================================================
 
 This module only runs them in order, inside the output folder's lock, and publishes the staging
-folder in one atomic step (:mod:`gmai_build.outdir`).
+folder in one atomic step (:mod:`gmai_build.outdir`). Cases and questions live in the store,
+not in lists: the driver's memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -34,23 +36,27 @@ from .cache import CACHE_DIR, SourceCache, SourceResult, shared_files_key
 from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
 from .config import Config
-from .coverage import coverage_lines, write_coverage
+from .coverage import CoverageCounts, coverage_lines, write_coverage
 from .errors import BuildError
 from .executors import default_workers, executor
-from .manifest import MANIFEST
+from .manifest import MANIFEST, ManifestRecord
 from .outdir import OutputFolder
 from .outputs import write_outputs
+from .privacy import Privacy
 from .provenance import build_info, check_same_salt
+from .questions import QuestionPool
 from .reading import read_sources
-from .rebuild import previous_questions, summarize
-from .records import number_and_split
+from .rebuild import ChangeLog, Changes, previous_questions
+from .records import records, split_report
 from .render import PNG_PARAMS
 from .report import summary_section
-from .sources import check_known_labels, discover, prepare
+from .selection import select_by_cap
+from .sources import SourceContext, check_known_labels, discover, prepare
 from .split import plan_split
-from .taxonomy import LABEL_MAPS
+from .store import STORE, BuildStore, PreviousQuestions, StoredQuestion
+from .taxonomy import LABEL_MAPS, Vocabulary
 from .templates import DEFAULT_POOL
-from .writer import ImageSlice, summary_markdown, summary_tables
+from .writer import BUILD_INFO, ImageSlice, SummaryCounts, summary_markdown, write_json
 
 WORKER_STAGE = ("gmai_build.work",)  # what a worker imports as it starts
 
@@ -105,47 +111,27 @@ def build(
                        f"{', '.join(removed)}")
             if not rebuild:
                 check_same_salt(out_dir, privacy, config)
-            previous = {} if rebuild else previous_questions(out_dir)
             with folder.staging() as stage:
                 try:
-                    scratch = stage / ".images"
-                    scratch.mkdir()
-                    cache = SourceCache(out_dir / CACHE_DIR if run.cache else None, scratch)
-                    cache.remove_partial()
-                    sources = read_sources(contexts, config, previous, ex, cache, run.progress,
-                                           _build_key(config))
-                    workers_running.close()  # the rest runs here: the workers' memory goes
-                    cache.prune(set(contexts))
-                    book = CaseBook([c for s in sources for c in s.cases],
-                                    {x for s in sources for x in s.seen},
-                                    sum((s.skipped for s in sources), Counter()),
-                                    {s.name for s in sources if s.n_cases})
-                    report = [e for s in sources for e in s.report]
-                    splits, split_report = plan_split(book.cases, config, previous)
-                    questions, skipped, reuse = make_questions(
-                        book, vocab, pool, config, previous, splits)
-                    records, split_report = number_and_split(
-                        questions, previous, config,
-                        {cid: sha for s in sources for cid, sha in s.image_sha256.items()},
-                        splits, split_report, vocab)
-                    summary = summary_tables(records)
-                    summary["skipped"] = dict(sorted(skipped.items()))
-                    summary.update(summary_section(report))
-                    summary["split"] = split_report
-                    changes = summarize(previous, records, reuse, book.cases,
-                                        {n: ctx.label_map for n, ctx in contexts.items()}, rebuild)
-                    info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
-                    info["salt_check"] = privacy.check_value
-                    info["changes"] = changes.to_json()
-                    write_outputs(stage, config, records, _image_lookup(sources), summary, info)
-                    if config.build.circular:
-                        write_circular(stage, config.build.name)
-                    write_coverage(stage, records, config.build.name, vocab)
+                    with BuildStore(stage / STORE) as store:
+                        previous = previous_questions(None if rebuild else out_dir, store)
+                        scratch = stage / ".images"
+                        scratch.mkdir()
+                        cache = SourceCache(out_dir / CACHE_DIR if run.cache else None, scratch)
+                        cache.remove_partial()
+                        sources = read_sources(contexts, config, previous, ex, cache,
+                                               run.progress, _build_key(config), store)
+                        workers_running.close()  # the rest runs here: the workers' memory goes
+                        cache.prune(set(contexts))
+                        summary, changes = _write(stage, config, vocab, pool, contexts, sources,
+                                                  store, previous, rebuild, privacy)
+                    (stage / STORE).unlink()
                     shutil.rmtree(scratch)
                     folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
                 except OSError as exc:  # the output side: disk full, permissions, a quota
                     raise BuildError(f"cannot write the build into {out_dir}: "
-                                     f"{exc.strerror or exc}; the previous build is unchanged") from None
+                                     f"{exc.strerror or exc}; the previous build is unchanged"
+                                     ) from None
     if not config.build.circular:  # (publish already dropped the links of files it no longer has)
         remove_stale_circular(out_dir, config.build.name)
     log(summary_markdown(summary, config.build.name))
@@ -159,19 +145,60 @@ def build(
     return summary
 
 
+def _write(
+    stage: Path, config: Config, vocab: Vocabulary, pool: QuestionPool,
+    contexts: dict[str, SourceContext], sources: list[SourceResult], store: BuildStore,
+    previous: PreviousQuestions, rebuild: bool, privacy: Privacy,
+) -> tuple[dict[str, Any], Changes]:
+    """Selection, split, questions and every file of the build into ``stage``, from the cases
+    the reading stage filed in ``store``; returns the summary and what changed."""
+    b = config.build
+    select_by_cap(store, b.per_label_cap)
+    book = CaseBook(store, {x for s in sources for x in s.seen},
+                    sum((s.skipped for s in sources), Counter()),
+                    {s.name for s in sources if s.n_cases})
+    splits, split = plan_split(store, config, previous)
+    skipped = make_questions(book, vocab, pool, config, previous, splits)
+    split = split_report(store, split)
+
+    counts, coverage = SummaryCounts(), CoverageCounts(vocab)
+    change_log = ChangeLog(previous, rebuild)
+
+    def observe(r: ManifestRecord, q: StoredQuestion) -> None:
+        counts.add(r)
+        coverage.add(r)
+        change_log.add(r, q.regenerated)
+
+    folders = {s.name: s.images for s in sources}
+
+    def image_of(q: StoredQuestion) -> ImageSlice:
+        assert q.image_file is not None, "a selected case was not drawn"
+        return ImageSlice(folders[q.case.source] / q.image_file, q.image_offset, q.image_size)
+
+    write_outputs(stage, b.name, records(store, vocab, b.seed), image_of, observe)
+    summary = counts.tables()
+    summary["skipped"] = dict(sorted(skipped.items()))
+    summary.update(summary_section([e for s in sources for e in s.report]))
+    summary["split"] = split
+    changes = change_log.finish(store, {n: ctx.label_map for n, ctx in contexts.items()})
+    info = build_info(config, {s.name: s.inputs for s in sources}, summary, previous)
+    info["salt_check"] = privacy.check_value
+    info["changes"] = changes.to_json()
+    write_json(stage / "summary.json", summary)
+    (stage / "summary.md").write_text(summary_markdown(summary, b.name))
+    write_json(stage / BUILD_INFO, info)
+    if b.circular:
+        write_circular(stage, b.name)
+    write_coverage(stage, coverage.report(), b.name)
+    return summary, changes
+
+
 def _build_key(config: Config) -> dict[str, object]:
     """Build settings and shared files that reach the workers (part of each cache key)."""
     b = config.build
     files = [*b.vocabulary, b.question_pool or DEFAULT_POOL, *sorted(LABEL_MAPS.rglob("*.yaml"))]
     return {"seed": b.seed, "cap": b.per_label_cap, "png": list(PNG_PARAMS),
             "files": shared_files_key(files)}
-
-
-def _image_lookup(sources: list[SourceResult]) -> Callable[[str], ImageSlice]:
-    """case id -> where its base64 PNG lies (the task file of the worker that drew it)."""
-    where = {cid: ImageSlice(s.images / name, offset, size)
-             for s in sources for cid, (name, offset, size) in s.refs.items()}
-    return where.__getitem__
 
 
 def _cache_line(sources: list[SourceResult], enabled: bool) -> str:

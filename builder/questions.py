@@ -267,25 +267,27 @@ def pick_distractors(
 
 def make_question(
     case: Case, pools: DistractorPools, templates: QuestionPool, seed: int,
-    option_count: OptionCount, balance: AnswerBalance, partner: Question | None = None,
+    option_count: OptionCount, balance: AnswerBalance,
+    partner: tuple[Sequence[str], str] | None = None,
 ) -> Question | None:
     """One question for a case, or None when no distractor exists (reported as skipped).
 
     The number of distractors is GMAI-MMBench's ``randint(1, min(4, candidates))`` (within the
     configured option counts), balanced per granularity; the answer letter and the answer's
     length rank are balanced per (source, split, option count) (:class:`AnswerBalance`); the
-    distractors follow :meth:`DistractorPools.candidates`. ``partner`` is the question
-    of the same target at the other segmentation granularity (mask <-> contour): its options
-    and answer letter are reused so the pair differs only in the visual prompt (and template).
+    distractors follow :meth:`DistractorPools.candidates`. ``partner`` is the (options, answer
+    letter) of the question of the same target at the other segmentation granularity (mask <->
+    contour): they are reused so the pair differs only in the visual prompt (and template).
     """
     rng = case_rng(seed, case.case_id)
     choices = templates.templates_for(case.granularity, case.task, case.modality)
     template = choices[rng.randrange(len(choices))]
     text = template.render(case.modality)
     if partner is not None:
-        balance.record(case, partner.options, partner.answer, partner=True)
-        pools.record(case.label, partner.options)
-        return Question(case, template.id, text, list(partner.options), partner.answer)
+        options, answer = list(partner[0]), partner[1]
+        balance.record(case, options, answer, partner=True)
+        pools.record(case.label, options)
+        return Question(case, template.id, text, options, answer)
     tiers = pools.candidates(case)
     available = sum(len(t) for t in tiers)
     if available == 0:

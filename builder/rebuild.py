@@ -21,7 +21,7 @@ ignores the previous build altogether.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,23 +31,24 @@ from .errors import BuildError
 from .manifest import MANIFEST, ManifestRecord, iter_manifest
 from .questions import DistractorPools, QuestionPool
 from .samples import Case
+from .store import BuildStore, PreviousQuestions
 from .taxonomy import LabelMap
 
-Previous = Mapping[str, ManifestRecord]  # the previous build's questions by case id
 
-
-def previous_questions(out_dir: Path) -> dict[str, ManifestRecord]:
-    """The questions of the build published in ``out_dir``, by case id (empty if none).
+def previous_questions(out_dir: Path | None, store: BuildStore) -> PreviousQuestions:
+    """The questions of the build published in ``out_dir`` (none: ``None`` or no build),
+    loaded into the store and read from it by case id.
 
     A manifest that cannot be continued (edited by hand, written by an incompatible version)
     is an error that names the file, the line and the field, and ``--rebuild``; never a
     traceback.
     """
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        return {}
-    hint = "; the build in this folder cannot be continued: fix it, or start over with --rebuild"
-    return {rec.case_id: rec for rec in iter_manifest(path, hint)}
+    path = Path(out_dir) / MANIFEST if out_dir is not None else None
+    if path is not None and path.is_file():
+        hint = ("; the build in this folder cannot be continued: fix it, or start over with "
+                "--rebuild")
+        store.add_previous((rec, rec.to_json()) for rec in iter_manifest(path, hint))
+    return PreviousQuestions(store)
 
 
 def stale_reasons(
@@ -138,23 +139,16 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
-@dataclass
-class Reuse:
-    """What make_questions did with the previous questions of the selected targets."""
-
-    regenerated: dict[str, list[str]] = field(default_factory=dict)  # case id -> reasons
-    unanswerable: set[str] = field(default_factory=set)  # selected, but no distractor left
-
-
-def removal_reason(old: ManifestRecord, all_cases: dict[str, Case],
-                   label_maps: dict[str, LabelMap], skipped: set[str]) -> str:
+def removal_reason(old: ManifestRecord, store: BuildStore,
+                   label_maps: dict[str, LabelMap]) -> str:
     """Why a previous question's target is not in this build."""
     label_map = label_maps.get(old.source)
     if label_map is None:
         return f"source '{old.source}' is no longer in the sources file"
-    if old.case_id in skipped:
+    kept = store.count("case_id = ?", (old.case_id,))
+    if kept and store.count("case_id = ? AND unanswerable", (old.case_id,)):
         return "no distractor is left for its answer"
-    if old.case_id in all_cases:
+    if kept:
         return "not selected: the per-label cap is full"
     try:
         dropped = label_map.lookup(old.raw_label) is None
@@ -176,52 +170,64 @@ def metadata_changes(old: ManifestRecord, new: ManifestRecord) -> list[str]:
     return [f"{key} changed from '{was}' to '{now}'" for key, was, now in pairs if was != now]
 
 
-def summarize(
-    previous: Previous, records: list[ManifestRecord], reuse: Reuse,
-    all_cases: list[Case], label_maps: dict[str, LabelMap], rebuild: bool,
-) -> Changes:
-    """Compare the previous build's records with this build's."""
-    changes = Changes(previous=len(previous), rebuild=rebuild)
-    current = {r.case_id: r for r in records}
-    for r in records:
-        if r.case_id not in previous:
+class ChangeLog:
+    """What this build changes relative to the previous one, gathered as the records stream
+    (:meth:`add`, in index order) and completed by the previous questions no longer asked
+    (:meth:`finish`)."""
+
+    def __init__(self, previous: PreviousQuestions, rebuild: bool):
+        self.previous = previous
+        self.changes = Changes(previous=len(previous), rebuild=rebuild)
+
+    def add(self, r: ManifestRecord, regenerated: list[str] | None) -> None:
+        changes = self.changes
+        if not changes.previous or r.case_id not in self.previous:
             changes.added += 1
-        elif r.case_id in reuse.regenerated:
+        elif regenerated is not None:
             changes.regenerated.append({"index": r.index, "category": r.category,
-                                        "reasons": reuse.regenerated[r.case_id]})
+                                        "reasons": regenerated})
         else:
             changes.kept += 1
-            moved = metadata_changes(previous[r.case_id], r)
+            moved = metadata_changes(self.previous[r.case_id], r)
             if moved:
                 changes.updated.append({"index": r.index, "category": r.category,
                                         "reasons": moved})
-    by_id = {c.case_id: c for c in all_cases}
-    for case_id, old in previous.items():
-        if case_id not in current:
-            changes.removed.append({"index": old.index, "category": old.category,
-                                    "reason": removal_reason(old, by_id, label_maps,
-                                                             reuse.unanswerable)})
-    return changes
+
+    def finish(self, store: BuildStore, label_maps: dict[str, LabelMap]) -> Changes:
+        for (line,) in store.query(
+                "SELECT line FROM previous WHERE case_id NOT IN (SELECT c.case_id FROM "
+                "questions q JOIN cases c ON c.seq = q.case_seq) ORDER BY idx"):
+            old = ManifestRecord.model_validate_json(line)
+            self.changes.removed.append({"index": old.index, "category": old.category,
+                                         "reason": removal_reason(old, store, label_maps)})
+        return self.changes
 
 
 def pair_staleness(
-    selected: list[Case], previous: Previous, pools: DistractorPools,
+    store: BuildStore, previous: PreviousQuestions, pools: DistractorPools,
     templates: QuestionPool, option_count: OptionCount,
-) -> dict[str, list[str]]:
-    """case id -> reasons, for every selected case with a previous question to regenerate.
+) -> Iterator[tuple[str, list[str]]]:
+    """(case id, reasons) of every selected case whose previous question must be regenerated.
 
     The mask and contour questions of one target share options and letter, so when one of
-    them must be regenerated, both are.
+    them must be regenerated, both are. (Cases stream from the store by target.)
     """
-    reasons: dict[str, list[str]] = {}
-    by_pair: dict[str, list[Case]] = {}
-    for c in selected:
-        by_pair.setdefault(c.pair_id, []).append(c)
-    for cases in by_pair.values():
-        olds = [(c, previous[c.case_id]) for c in cases if c.case_id in previous]
-        found = {c.case_id: stale_reasons(old, c, pools, templates, option_count) for c, old in olds}
-        if any(found.values()):
-            shared = list(dict.fromkeys(x for rs in found.values() for x in rs))
-            for c, _ in olds:
-                reasons[c.case_id] = found[c.case_id] or shared
-    return reasons
+    pair: list[Case] = []
+    for c in store.cases("selected AND prev", order="pair_id, seq"):
+        if pair and pair[0].pair_id != c.pair_id:
+            yield from _stale_pair(pair, previous, pools, templates, option_count)
+            pair = []
+        pair.append(c)
+    if pair:
+        yield from _stale_pair(pair, previous, pools, templates, option_count)
+
+
+def _stale_pair(cases: list[Case], previous: PreviousQuestions, pools: DistractorPools,
+                templates: QuestionPool, option_count: OptionCount
+                ) -> Iterator[tuple[str, list[str]]]:
+    olds = [(c, previous[c.case_id]) for c in cases]
+    found = {c.case_id: stale_reasons(old, c, pools, templates, option_count) for c, old in olds}
+    if any(found.values()):
+        shared = list(dict.fromkeys(x for rs in found.values() for x in rs))
+        for c, _ in olds:
+            yield c.case_id, found[c.case_id] or shared

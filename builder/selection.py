@@ -9,7 +9,8 @@ fixed, most of the decision can be taken *before* an image is drawn:
 * a :class:`RenderRule` travels with each worker task: a target whose rank is worse than the
   ``cap`` best already seen for its label can never be selected, so the worker keeps its
   metadata (its label still feeds the distractor pools) but neither draws nor encodes it;
-* :func:`select_by_cap` takes the final decision on the metadata of every case.
+* :func:`select_by_cap` takes the final decision on the metadata of every case, as one query
+  over the build's store (:mod:`gmai_build.store`).
 
 The rule only ever skips work that :func:`select_by_cap` would throw away, so the build is
 identical whatever the rule knew (tested by drawing everything). Rules are per source: what a
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .converters import Item
     from .manifest import ManifestRecord
     from .sources import SourceContext
+    from .store import BuildStore
 
 
 def cap_family(granularity: str) -> str:
@@ -119,22 +121,17 @@ def prefilter_items(
     return [items[n] for n in sorted(keep)]
 
 
-def select_by_cap(cases: list[Case], cap: int, seed: int,
-                  previous: Mapping[str, ManifestRecord]) -> list[Case]:
-    """At most ``cap`` targets per (label, granularity family); previous questions first."""
-    units: dict[tuple[str, str], dict[str, list[Case]]] = defaultdict(lambda: defaultdict(list))
-    for c in cases:
-        units[(c.label, cap_family(c.granularity))][c.pair_id].append(c)
-    chosen: set[str] = set()
-    for by_pair in units.values():
-        order = sorted(
-            by_pair,
-            key=lambda p: (not any(c.case_id in previous for c in by_pair[p]), rank(seed, p)),
-        )
-        chosen.update(order[:cap])
-    return [c for c in cases if c.pair_id in chosen]
-
-
-def askable_cases(cases: list[Case]) -> list[Case]:
-    """Cases fit to ask about (not skipped for size, ambiguity...)."""
-    return [c for c in cases if not c.skipped]
+def select_by_cap(store: BuildStore, cap: int) -> None:
+    """Mark the selected cases of the store: at most ``cap`` targets per (label, cap family)
+    among the askable cases, previous questions first, then by rank (one query over every
+    case, whatever their number)."""
+    store.execute("UPDATE cases SET prev = 1 WHERE case_id IN (SELECT case_id FROM previous)")
+    store.execute("""
+        WITH pairs AS (
+            SELECT label, family, pair_id, MAX(prev) AS p, MIN(rank) AS r
+            FROM cases WHERE askable GROUP BY label, family, pair_id),
+        ranked AS (
+            SELECT pair_id, ROW_NUMBER() OVER (
+                PARTITION BY label, family ORDER BY p DESC, r) AS n FROM pairs)
+        UPDATE cases SET selected = 1
+        WHERE askable AND pair_id IN (SELECT pair_id FROM ranked WHERE n <= ?)""", (cap,))

@@ -19,17 +19,19 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .dedup import near_duplicate_pairs
+import numpy as np
+
+from .dedup import HASH_SIZE, close_pairs
 
 if TYPE_CHECKING:
     from .config import Config
-    from .manifest import ManifestRecord
-    from .samples import Case
+    from .store import BuildStore, PreviousQuestions
 
 VAL, TEST = "VAL", "TEST"
 
@@ -148,38 +150,45 @@ def assign_splits(
 
 
 def plan_split(
-    cases: list[Case], config: Config, previous: Mapping[str, ManifestRecord],
+    store: BuildStore, config: Config, previous: PreviousQuestions,
 ) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
     """The split of every group that will have questions, before any question is made.
 
+    Selection (:func:`gmai_build.selection.select_by_cap`) has marked the cases of the store.
     Exact and near-duplicate pictures (perceptual hash without overlay) link their groups,
     which then share one split (:func:`gmai_build.split.assign_splits`). Returns the splits and
     the report for the summary (near-duplicate pairs name case ids; numbering adds indices).
+    Per picture only its hash words, group number and case number are held (40 bytes).
     """
-    from .selection import askable_cases, select_by_cap
-
     b = config.build
-    selected = select_by_cap(askable_cases(cases), b.per_label_cap, b.seed, previous)
-    images: dict[tuple[str, str, str], Case] = {}  # one entry per distinct picture
-    for c in selected:
-        images.setdefault((c.source, c.group, c.phash), c)
-    firsts = [images[k] for k in sorted(images)]
-    pairs = near_duplicate_pairs([c.phash for c in firsts],
-                                 [(c.source, c.group) for c in firsts], b.near_duplicate_distance)
-    links = [((firsts[i].source, firsts[i].group), (firsts[j].source, firsts[j].group))
-             for i, j, _ in pairs]
-    before: dict[tuple[str, str], str] = {(r.source, r.group): r.split for r in previous.values()}
-    plan = assign_splits({(c.source, c.group) for c in selected}, b.val_fraction, before, links)
+    group_number: dict[tuple[str, str], int] = {}
+    hashes = bytearray()
+    groups = array("q")
+    seqs = array("q")
+    digits = HASH_SIZE * HASH_SIZE // 4
+    # One picture per (source, group, hash): its first case in filing order.
+    for source, grp, phash, seq in store.query(
+            "SELECT source, grp, phash, MIN(seq) FROM cases WHERE selected "
+            "GROUP BY source, grp, phash ORDER BY source, grp, phash"):
+        hashes += bytes.fromhex(phash.rjust(digits, "0"))
+        groups.append(group_number.setdefault((source, grp), len(group_number)))
+        seqs.append(seq)
+    values = np.frombuffer(bytes(hashes), dtype=">u8").astype(np.uint64).reshape(
+        len(seqs), digits // 16)
+    pairs = close_pairs(values, np.array(groups, dtype=np.int64), b.near_duplicate_distance)
+    by_number = {n: g for g, n in group_number.items()} if pairs else {}
+    links = [(by_number[groups[i]], by_number[groups[j]]) for i, j, _ in pairs]
+    plan = assign_splits(group_number, b.val_fraction, previous.group_splits(), links)
     # The report names questions by case id here and by index once numbered: never by sample
     # id or group, which may be identifying folder names.
+    case_id = {seq: cid for seq in {seqs[k] for i, j, _ in pairs for k in (i, j)}
+               for (cid,) in store.query("SELECT case_id FROM cases WHERE seq = ?", (seq,))}
     report = {
         "val_fraction": b.val_fraction,
         "near_duplicates": [
-            {"a_case": firsts[i].case_id, "b_case": firsts[j].case_id, "distance": d}
+            {"a_case": case_id[seqs[i]], "b_case": case_id[seqs[j]], "distance": d}
             for i, j, d in pairs
         ],
         "kept_together": [list(unit) for unit in plan.together],
     }
     return plan.splits, report
-
-

@@ -17,7 +17,7 @@ import io
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,50 +68,73 @@ class ImageSlice:
 
 
 def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Rows as csv's tab dialect writes them; a base64 last field is appended as is.
-
-    The bytes are exactly those of ``tsv_writer(f).writerow(row)`` for every row (UTF-8): the
-    other fields still go through the csv module (with an empty last field, which it writes as
-    nothing), so their quoting does not change. The image field (:class:`Base64Text`,
-    :class:`Base64Bytes` or :class:`ImageSlice`) holds only the base64 alphabet, which no TSV
-    dialect quotes, so it is written as it is: the csv module scanning ~500 KB per row for
-    quoting was a third of the build. An :class:`ImageSlice` is copied from its file without
-    becoming a Python object; the file is written with direct I/O where possible
-    (:mod:`gmai_build.bulkio`).
-    """
-    n = 0
-    head = io.StringIO()
-    head_writer = tsv_writer(head)
-
-    def line(values: list[Any]) -> str:
-        head.seek(0)
-        head.truncate()
-        head_writer.writerow(values)
-        return head.getvalue()
-
-    end = LINE_END.encode("ascii")
-    with BulkWriter(path) as out, _Readers() as readers:
-        out.write(line(columns).encode("utf-8"))
+    """Rows as csv's tab dialect writes them, a base64 last field appended as is
+    (:class:`TsvWriter`); returns the number of rows."""
+    with TsvWriter(path, columns) as out:
         for row in rows:
-            values = [row.get(c, "") for c in columns]
-            last = values[-1]
-            if isinstance(last, (Base64Text, Base64Bytes, ImageSlice)) and last and len(values) > 1:
-                out.write(line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
-                if isinstance(last, ImageSlice):
-                    try:
-                        out.copy_from(readers.get(last.path), last.offset, last.size)
-                    except OSError as exc:
-                        if exc.errno != errno.EIO:
-                            raise
-                        raise OSError(f"{last.path}: ends before the image at offset "
-                                      f"{last.offset} ({last.size} bytes)") from None
-                else:
-                    out.write(last if isinstance(last, bytes) else last.encode("ascii"))
-                out.write(end)
+            out.write(row)
+    return out.rows
+
+
+class TsvWriter:
+    """A TSV written row by row: the bytes of ``tsv_writer(f).writerow(row)`` for every row.
+
+    The fields before the last still go through the csv module (with an empty last field,
+    which it writes as nothing), so their quoting does not change. The image field
+    (:class:`Base64Text`, :class:`Base64Bytes` or :class:`ImageSlice`) holds only the base64
+    alphabet, which no TSV dialect quotes, so it is written as it is: the csv module scanning
+    ~500 KB per row for quoting was a third of the build. An :class:`ImageSlice` is copied from
+    its file without becoming a Python object; the file is written with direct I/O where
+    possible (:mod:`gmai_build.bulkio`).
+    """
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.columns = columns
+        self.rows = 0
+        self._head = io.StringIO()
+        self._head_writer = tsv_writer(self._head)
+        self._out = BulkWriter(path)
+        self._readers = _Readers()
+        self._out.write(self._line(columns).encode("utf-8"))
+
+    def _line(self, values: list[Any]) -> str:
+        self._head.seek(0)
+        self._head.truncate()
+        self._head_writer.writerow(values)
+        return self._head.getvalue()
+
+    def write(self, row: dict[str, Any]) -> None:
+        values = [row.get(c, "") for c in self.columns]
+        last = values[-1]
+        out = self._out
+        if isinstance(last, (Base64Text, Base64Bytes, ImageSlice)) and last and len(values) > 1:
+            out.write(self._line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
+            if isinstance(last, ImageSlice):
+                try:
+                    out.copy_from(self._readers.get(last.path), last.offset, last.size)
+                except OSError as exc:
+                    if exc.errno != errno.EIO:
+                        raise
+                    raise OSError(f"{last.path}: ends before the image at offset "
+                                  f"{last.offset} ({last.size} bytes)") from None
             else:
-                out.write(line(values).encode("utf-8"))
-            n += 1
-    return n
+                out.write(last if isinstance(last, bytes) else last.encode("ascii"))
+            out.write(LINE_END.encode("ascii"))
+        else:
+            out.write(self._line(values).encode("utf-8"))
+        self.rows += 1
+
+    def close(self) -> None:
+        try:
+            self._out.close()
+        finally:
+            self._readers.close()
+
+    def __enter__(self) -> TsvWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Readers:
@@ -133,10 +156,7 @@ class _Readers:
         self._open[path] = reader  # most recent last
         return reader
 
-    def __enter__(self) -> _Readers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         for reader in self._open.values():
             reader.close()
         self._open.clear()
@@ -166,36 +186,54 @@ SUMMARY_AXES: dict[str, Callable[[ManifestRecord], str]] = {
 }
 
 
-def summary_tables(rows: Sequence[ManifestRecord]) -> dict[str, Any]:
-    """Counts per split and per task / department / modality / granularity / source / label."""
-    splits = dict(sorted(Counter(r.split for r in rows).items()))
-    out: dict[str, Any] = {"total": len(rows), "splits": splits}
-    out["answer_letters"] = dict(sorted(Counter(r.answer for r in rows).items()))
-    by_count: dict[str, dict[str, int]] = {}
-    for r in rows:
+class SummaryCounts:
+    """The summary's counts, gathered record by record (:meth:`add`) as the records stream:
+    per split and per task / department / modality / granularity / source / original task,
+    answer letters per option count, options per granularity (memory bounded by the tree)."""
+
+    def __init__(self) -> None:
+        self.splits: Counter[str] = Counter()
+        self.letters: Counter[str] = Counter()
+        self.by_count: dict[str, dict[str, int]] = {}
+        self.options: dict[str, dict[str, Any]] = {}
+        self.axes: dict[str, dict[str, dict[str, int]]] = {title: {} for title in SUMMARY_AXES}
+
+    def add(self, r: ManifestRecord) -> None:
         n = len(r.options)
-        bucket = by_count.setdefault(str(n), dict.fromkeys("ABCDE"[:n], 0))
+        self.splits[r.split] += 1
+        self.letters[r.answer] += 1
+        bucket = self.by_count.setdefault(str(n), dict.fromkeys("ABCDE"[:n], 0))
         bucket[r.answer] += 1
-    out["answer_letters_by_option_count"] = dict(sorted(by_count.items()))
-    options: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        g = options.setdefault(r.granularity, {"questions": 0, "options": 0, "counts": {}})
+        g = self.options.setdefault(r.granularity, {"questions": 0, "options": 0, "counts": {}})
         g["questions"] += 1
-        g["options"] += len(r.options)
-        g["counts"][str(len(r.options))] = g["counts"].get(str(len(r.options)), 0) + 1
-    out["options_by_granularity"] = {
-        k: {"questions": v["questions"], "mean_options": round(v["options"] / v["questions"], 3),
-            "counts": dict(sorted(v["counts"].items()))}
-        for k, v in sorted(options.items())
-    }
-    for title, value_of in SUMMARY_AXES.items():
-        counts: dict[str, dict[str, int]] = {}
-        for r in rows:
-            name = value_of(r) or "(none)"
-            bucket = counts.setdefault(name, {"VAL": 0, "TEST": 0})
-            bucket[r.split] += 1
-        out[title] = dict(sorted(counts.items()))
-    return out
+        g["options"] += n
+        g["counts"][str(n)] = g["counts"].get(str(n), 0) + 1
+        for title, value_of in SUMMARY_AXES.items():
+            counts = self.axes[title].setdefault(value_of(r) or "(none)", {"VAL": 0, "TEST": 0})
+            counts[r.split] += 1
+
+    def tables(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"total": sum(self.splits.values()),
+                               "splits": dict(sorted(self.splits.items()))}
+        out["answer_letters"] = dict(sorted(self.letters.items()))
+        out["answer_letters_by_option_count"] = dict(sorted(self.by_count.items()))
+        out["options_by_granularity"] = {
+            k: {"questions": v["questions"],
+                "mean_options": round(v["options"] / v["questions"], 3),
+                "counts": dict(sorted(v["counts"].items()))}
+            for k, v in sorted(self.options.items())
+        }
+        for title in SUMMARY_AXES:
+            out[title] = dict(sorted(self.axes[title].items()))
+        return out
+
+
+def summary_tables(rows: Iterable[ManifestRecord]) -> dict[str, Any]:
+    """Counts per split and per task / department / modality / granularity / source / label."""
+    counts = SummaryCounts()
+    for r in rows:
+        counts.add(r)
+    return counts.tables()
 
 
 def summary_markdown(summary: dict[str, Any], name: str) -> str:

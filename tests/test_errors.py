@@ -136,7 +136,8 @@ def test_validate_catches_unknown_label_before_build(good, tmp_path, capsys) -> 
 
 
 def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypatch, capsys):
-    """A crash while writing leaves the previous build intact (atomic publish)."""
+    """A crash while writing (the records stream into the files, the TSV threads running)
+    leaves the previous build intact (atomic publish)."""
     import gmai_build.outputs as outputs
     import gmai_build.pipeline as pipeline
     from gmai_build.config import load_config
@@ -147,7 +148,7 @@ def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypa
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(outputs, "write_manifest", boom)
+    monkeypatch.setattr(outputs, "tsv_row", boom)
     with pytest.raises(BuildError, match="cannot write the build into .*disk full; the previous "
                        "build is unchanged"):
         pipeline.build(load_config(cfg), out, workers=1, progress=False, log=lambda s: None)
