@@ -67,7 +67,7 @@ def hash_words(hashes: Sequence[str]) -> np.ndarray:
 
 
 def near_duplicate_pairs(
-    hashes: Sequence[str], groups: Sequence[object], max_distance: int, block: int = 64,
+    hashes: Sequence[str], groups: Sequence[object], max_distance: int,
 ) -> list[tuple[int, int, int]]:
     """(i, j, distance) for i < j with different groups and hashes at most ``max_distance`` apart.
 
@@ -76,18 +76,25 @@ def near_duplicate_pairs(
     if len(hashes) < 2:
         return []
     group_ids = np.unique(np.array([str(g) for g in groups]), return_inverse=True)[1]
-    return close_pairs(hash_words(hashes), group_ids, max_distance, block)
+    return close_pairs(hash_words(hashes), group_ids, max_distance)
 
 
 def close_pairs(values: np.ndarray, group_ids: np.ndarray, max_distance: int,
-                block: int = 64) -> list[tuple[int, int, int]]:
+                block_bytes: int = 4 << 20) -> list[tuple[int, int, int]]:
     """:func:`near_duplicate_pairs` of hashes already as words (one row each) and integer
-    group ids: what a build keeps in memory per picture (40 bytes)."""
-    n = len(values)
+    group ids: what a build keeps in memory per picture (40 bytes).
+
+    Rows are compared with every row a block at a time, word by word, so the temporaries stay
+    near ``block_bytes`` whatever the number of pictures (memory must not grow with the build).
+    """
+    n, words = values.shape if values.ndim == 2 else (len(values), 1)
     out: list[tuple[int, int, int]] = []
+    block = max(1, block_bytes // max(1, 11 * n))  # uint64 xor + uint8 count + uint16 sum
     for start in range(0, n, block):
         stop = min(n, start + block)
-        dist = _popcount(values[start:stop, None, :] ^ values[None, :, :]).sum(-1, dtype=np.int64)
+        dist = np.zeros((stop - start, n), np.uint16)
+        for k in range(words):
+            dist += _popcount(values[start:stop, None, k] ^ values[None, :, k])
         ii, jj = np.nonzero(dist <= max_distance)
         for i, j in zip(ii + start, jj):
             if i < j and group_ids[i] != group_ids[j]:

@@ -62,11 +62,14 @@ class SourceRun:
     skipped_files: set[str] = field(default_factory=set)
 
 
-def chunk_size(remaining: int, workers: int) -> int:
-    """Items in the next task, given the items of the build not yet sent: up to 16 (to amortise
-    the context each task carries), fewer as the end nears, so that the workers run out of work
+def chunk_size(source_items: int, remaining: int, workers: int) -> int:
+    """Items in the next task of a source of ``source_items``, given the items of the build not
+    yet sent: up to 16 (to amortise the context each task carries), at least 4 tasks per
+    worker and source (a source of few heavy items, such as CT volumes, is spread over every
+    worker), and fewer as the end of the build nears, so that the workers run out of work
     together instead of one finishing a long last task alone (guided scheduling)."""
-    return max(1, min(16, remaining // (4 * max(1, workers))))
+    spread = 4 * max(1, workers)
+    return max(1, min(16, source_items // spread, remaining // spread))
 
 
 def read_sources(
@@ -126,7 +129,7 @@ def _tasks(runs: list[SourceRun], workers: int, sent: deque) -> Iterator[Task]:
     for run in runs:
         start = number = 0
         while start < len(run.items):
-            chunk = run.items[start:start + chunk_size(remaining, workers)]
+            chunk = run.items[start:start + chunk_size(len(run.items), remaining, workers)]
             start += len(chunk)
             remaining -= len(chunk)
             images = f"images-{number:06d}.b64"

@@ -27,7 +27,7 @@ from .samples import Case
 from .selection import cap_family, rank
 
 STORE = ".work.sqlite"
-CACHE_KIB = 16 * 1024  # SQLite's page cache, per connection
+CACHE_KIB = 2048  # SQLite's page cache (its default): the stages read the tables in order
 _BATCH = 512  # rows per insert
 
 _SCHEMA = """
