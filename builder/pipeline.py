@@ -56,6 +56,7 @@ from .split import plan_split
 from .store import STORE, BuildStore, PreviousQuestions, StoredQuestion
 from .taxonomy import LABEL_MAPS, Vocabulary
 from .templates import DEFAULT_POOL
+from .work import release_freed_memory
 from .writer import BUILD_INFO, ImageSlice, SummaryCounts, summary_markdown, write_json
 
 WORKER_STAGE = ("gmai_build.work",)  # what a worker imports as it starts
@@ -122,6 +123,7 @@ def build(
                         sources = read_sources(contexts, config, previous, ex, cache,
                                                run.progress, _build_key(config), store)
                         workers_running.close()  # the rest runs here: the workers' memory goes
+                        release_freed_memory()  # (what one worker's tasks kept, in this process)
                         cache.prune(set(contexts))
                         summary, changes = _write(stage, config, vocab, pool, contexts, sources,
                                                   store, previous, rebuild, privacy)

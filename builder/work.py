@@ -85,8 +85,9 @@ def tune_worker_process() -> None:
     * glibc keeps freed memory for reuse: every image makes buffers of 0.2-2 MB (decoded
       pixels, overlays, PNG and base64 bytes), above its default mapping threshold or trimmed
       off the heap top as soon as they are freed, so each one was fresh pages from the kernel:
-      430,000 page faults in a one-worker build of 2,877 questions, 82,000 with these settings,
-      and 0.6 s less kernel time. Peak memory does not change (the same buffers, reused).
+      430,000 page faults in a one-worker build of 2,877 questions, 207,000 with these settings
+      (most of the rest: volumes and label volumes, which stay mapped on their own so that they
+      leave no holes in the heap: a peak that grew with the number of volumes read).
     """
     import cv2
 
@@ -98,17 +99,32 @@ def tune_worker_process() -> None:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 
-def keep_freed_memory() -> None:
-    """glibc's malloc: blocks up to 32 MiB from the heap, which is trimmed only past 256 MiB
-    free (no-op where the C library has no ``mallopt``)."""
+def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+        libc = ctypes.CDLL(None)
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc has both; musl neither)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_freed_memory() -> None:
+    """Give the memory kept by :func:`keep_freed_memory` back to the system: when the reading
+    stage ran in this process (one worker), before the driver's own stages."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def keep_freed_memory() -> None:
+    """glibc's malloc: blocks below 16 MiB from the heap, which is trimmed only past 64 MiB
+    free (no-op where the C library has no ``mallopt``)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, 16 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
 
 
 def input_checksums(ctx: SourceContext, files: list[str]) -> dict[str, str]:
