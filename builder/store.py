@@ -146,12 +146,13 @@ class BuildStore:
         self.db.execute("DELETE FROM cases WHERE source = ?", (source,))
 
     def flush(self) -> None:
-        if self._pending:
-            self.db.executemany(
-                "INSERT INTO cases (seq, case_id, pair_id, source, grp, label, task, department, "
-                "family, rank, askable, phash, image_sha256, image_file, image_offset, "
-                "image_size, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._pending)
-            self._pending.clear()
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []  # (a failed batch is not tried again)
+        self.db.executemany(
+            "INSERT INTO cases (seq, case_id, pair_id, source, grp, label, task, department, "
+            "family, rank, askable, phash, image_sha256, image_file, image_offset, "
+            "image_size, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def cases(self, where: str = "1", order: str = "seq", params: Iterable[object] = ()
               ) -> Iterator[Case]:
