@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -222,6 +223,70 @@ class BulkReader:
         self._scratch = None
 
     def __enter__(self) -> BulkReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ReaderCache:
+    """Open :class:`BulkReader` s by path; the few most recent stay open (rows visit the
+    workers' task files roughly in order). They share one scratch buffer: one thread only."""
+
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self._open: dict[Path, BulkReader] = {}
+        self._scratch = aligned_buffer()
+
+    def get(self, path: Path) -> BulkReader:
+        reader = self._open.pop(path, None)
+        if reader is None:
+            reader = BulkReader(path, scratch=self._scratch)
+            if len(self._open) >= self.KEEP:
+                self._open.pop(next(iter(self._open))).close()
+        self._open[path] = reader  # most recent last
+        return reader
+
+    def close(self) -> None:
+        for reader in self._open.values():
+            reader.close()
+        self._open.clear()
+
+
+class ReadAhead:
+    """Reads byte ranges on a few threads, ahead of their use.
+
+    A direct read waits for the device; with one request at a time the TSV writer read the
+    1.4 GB of a scale-1 TEST file in 1.1 s, with four in flight in 0.8 s, and the reads now
+    overlap the copies and writes of the rows before them.
+    """
+
+    def __init__(self, threads: int = 2):
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="read-ahead")
+        self._local = threading.local()
+        self._caches: list[ReaderCache] = []
+        self._lock = threading.Lock()
+
+    def read(self, path: Path, offset: int, size: int) -> Future[bytearray]:
+        return self._pool.submit(self._read, path, offset, size)
+
+    def _read(self, path: Path, offset: int, size: int) -> bytearray:
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = ReaderCache()
+            with self._lock:
+                self._caches.append(cache)
+        data = bytearray(size)
+        cache.get(path).read_into(memoryview(data), offset)
+        return data
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for cache in self._caches:
+            cache.close()
+
+    def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:

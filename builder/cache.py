@@ -1,9 +1,9 @@
 """Per-source cache: what the reading stage made of a source, reused while nothing it depends on
 changed.
 
-A source's entry lives in ``<out>/.cache/<source>/<fingerprint>/``: one ``images-NNNNNN.b64``
-per worker task (the base64 PNGs that task drew, back to back; the writer copies them from there,
-so a cold build writes each image once), ``cases.pkl`` (the metadata of the cases the source
+A source's entry lives in ``<out>/.cache/<source>/<fingerprint>/``: one ``images-NNNNNN.png``
+per worker task (the PNGs that task drew, back to back; the writer base64-encodes them from
+there into the TSVs), ``cases.pkl`` (the metadata of the cases the source
 kept, one pickle after the other with the task file of each one's image, in filing order: read
 back as a stream, never as a list), ``dropped.txt`` (the ids of the others) and ``result.pkl``
 (what else the source gave: labels seen, counts, skipped/notes entries, input checksums).
@@ -43,8 +43,8 @@ RESULT = "result.pkl"
 CASES = "cases.pkl"
 DROPPED = "dropped.txt"
 PARTIAL = ".partial-"
-FORMAT = 4  # bump when an entry changes shape or meaning (3: image_phash by area average,
-#             4: cases streamed in cases.pkl)
+FORMAT = 5  # bump when an entry changes shape or meaning (3: image_phash by area average,
+#             4: cases streamed in cases.pkl, 5: task files hold PNG bytes, not base64)
 
 
 @dataclass

@@ -132,7 +132,7 @@ def _tasks(runs: list[SourceRun], workers: int, sent: deque) -> Iterator[Task]:
             chunk = run.items[start:start + chunk_size(len(run.items), remaining, workers)]
             start += len(chunk)
             remaining -= len(chunk)
-            images = f"images-{number:06d}.b64"
+            images = f"images-{number:06d}.png"
             number += 1
             sent.append((run, chunk, images))
             yield Task(run.ctx, chunk, run.rule.snapshot(),

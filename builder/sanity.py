@@ -47,10 +47,13 @@ def is_constant(rgb: np.ndarray) -> bool:
     """
     if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3) or rgb.size == 0:
         return _is_constant_exact(rgb)
-    grey = rgb if rgb.ndim == 2 else np.ascontiguousarray(rgb[..., 0])
-    if rgb.ndim == 3:
-        for c in range(1, rgb.shape[2]):
-            grey = cv2.max(grey, np.ascontiguousarray(rgb[..., c]))
+    grey = rgb
+    if rgb.ndim == 3:  # the brightest channel, per pixel (one pass to split, one per maximum)
+        channels = cv2.split(np.ascontiguousarray(rgb)) if rgb.shape[2] <= 4 else \
+            [np.ascontiguousarray(rgb[..., c]) for c in range(rgb.shape[2])]
+        grey = channels[0]
+        for channel in channels[1:]:
+            grey = cv2.max(grey, channel)
     hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel().astype(np.int64)
     present = np.flatnonzero(hist)
     if int(present[-1]) - int(present[0]) <= NEAR_LEVELS:

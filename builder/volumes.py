@@ -200,6 +200,9 @@ def _byte_histogram(plane: np.ndarray) -> np.ndarray:
     float32 counts are exact below 2**24 pixels, larger planes are counted by numpy)."""
     if plane.size >= 1 << 24:
         return np.bincount(plane.ravel(order="K"), minlength=256).astype(np.int64)
+    for axis in range(plane.ndim):  # (counts do not depend on the order: undo flips, no copy)
+        if plane.strides[axis] < 0:
+            plane = np.flip(plane, axis)
     if not plane.flags.c_contiguous:  # a plane of a Fortran-ordered volume is its transpose
         plane = plane.T if plane.flags.f_contiguous else np.ascontiguousarray(plane)
     counts = cv2.calcHist([plane], [0], None, [256], [0, 256]).ravel()

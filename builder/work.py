@@ -9,7 +9,6 @@ hashed for provenance (the worker has just read them: they are in the page cache
 
 from __future__ import annotations
 
-import base64
 import copy
 import ctypes
 import hashlib
@@ -43,16 +42,16 @@ class Task:
     items: list[Item]
     rule: RenderRule
     hash_files: list[list[str]]
-    images: Path  # the file this task writes its images to (base64 of each PNG, back to back)
+    images: Path  # the file this task writes its images to (the PNGs, back to back)
 
 
 def run_task(task: Task) -> list[ItemResult]:
     """The results of a task's items, in order. The rule tightens as the items are rendered.
 
-    Images never travel back to the driver: each is written, base64-encoded as the TSV holds
-    it, to the task's own file (a retried task rewrites it), and the case carries its offset
-    and size there (``Case.image``). Workers thus do all per-image work; the driver only files
-    metadata, and the writer copies image bytes.
+    Images never travel back to the driver: each PNG is written to the task's own file (a
+    retried task rewrites it), and the case carries its offset and size there (``Case.image``).
+    The driver only files metadata; its writer base64-encodes each PNG into its TSV row while
+    the next ones are read (that work overlaps the disk, and the files are a quarter smaller).
     """
     tune_worker_process()
     rule = task.rule.snapshot()
@@ -65,9 +64,8 @@ def run_task(task: Task) -> list[ItemResult]:
             for n, case in enumerate(result.cases):
                 rule.seen(case)
                 if case.rendered:
-                    encoded = base64.b64encode(case.png)
-                    result.cases[n] = replace(case, png=b"", image=(images.tell(), len(encoded)))
-                    images.write(encoded)
+                    result.cases[n] = replace(case, png=b"", image=(images.tell(), len(case.png)))
+                    images.write(case.png)
             skipped = not result.cases and any(e.kind == SKIPPED for e in result.report)
             if not skipped:  # a skipped item's files are not inputs of the build
                 result.inputs = input_checksums(task.ctx, files)
@@ -83,7 +81,7 @@ def tune_worker_process() -> None:
       (1.8 s of CPU in a 36 s one-worker build), taking the cores the other workers need. Its
       functions give the same results on one thread.
     * glibc keeps freed memory for reuse: every image makes buffers of 0.2-2 MB (decoded
-      pixels, overlays, PNG and base64 bytes), above its default mapping threshold or trimmed
+      pixels, overlays, PNG bytes), above its default mapping threshold or trimmed
       off the heap top as soon as they are freed, so each one was fresh pages from the kernel:
       430,000 page faults in a one-worker build of 2,877 questions, 207,000 with these settings
       (most of the rest: volumes and label volumes, which stay mapped on their own so that they

@@ -11,18 +11,20 @@ the whole build succeeded, so a failed build leaves the previous outputs as they
 from __future__ import annotations
 
 import base64
+import binascii
 import csv
 import errno
 import io
 import json
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bulkio import BulkReader, BulkWriter, aligned_buffer
+from .bulkio import BulkWriter, ReadAhead, ReaderCache
 from .manifest import ManifestRecord
 
 TSV_COLUMNS = [
@@ -59,21 +61,52 @@ def tsv_writer(f) -> Any:
 
 @dataclass(frozen=True)
 class ImageSlice:
-    """A base64 image field that lies in a file (a worker's task file): ``size`` bytes at
-    ``offset``. :func:`write_tsv` copies it in the kernel, never through Python."""
+    """An image field whose PNG lies in a file (a worker's task file): ``size`` bytes at
+    ``offset``. :func:`write_tsv` reads it (a few rows ahead) and writes it base64-encoded."""
 
     path: Path
     offset: int
     size: int
 
 
+READ_AHEAD = 16  # images read ahead of the row being written
+
+
 def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
     """Rows as csv's tab dialect writes them, a base64 last field appended as is
-    (:class:`TsvWriter`); returns the number of rows."""
-    with TsvWriter(path, columns) as out:
+    (:class:`TsvWriter`); returns the number of rows. Images lying in files
+    (:class:`ImageSlice`) are read a few rows ahead, on threads (:class:`~gmai_build.bulkio.
+    ReadAhead`)."""
+    ahead: deque[tuple[dict[str, Any], Future[bytearray] | None]] = deque()
+    with TsvWriter(path, columns) as out, ReadAhead() as reads:
         for row in rows:
-            out.write(row)
+            image = row.get(columns[-1])
+            ahead.append((row, reads.read(image.path, image.offset, image.size)
+                          if isinstance(image, ImageSlice) else None))
+            if len(ahead) > READ_AHEAD:
+                out.write(*_loaded(*ahead.popleft()))
+        while ahead:
+            out.write(*_loaded(*ahead.popleft()))
     return out.rows
+
+
+def _loaded(row: dict[str, Any], read: Future[bytearray] | None
+            ) -> tuple[dict[str, Any], bytearray | None]:
+    if read is None:
+        return row, None
+    try:
+        return row, read.result()
+    except OSError as exc:
+        image = next(v for v in reversed(row.values()) if isinstance(v, ImageSlice))
+        raise _short(exc, image) from None
+
+
+def _short(exc: OSError, image: ImageSlice) -> OSError:
+    """A task file that ends before an image: the error names it (others pass through)."""
+    if exc.errno != errno.EIO:
+        return exc
+    return OSError(f"{image.path}: ends before the image at offset {image.offset} "
+                   f"({image.size} bytes)")
 
 
 class TsvWriter:
@@ -94,7 +127,7 @@ class TsvWriter:
         self._head = io.StringIO()
         self._head_writer = tsv_writer(self._head)
         self._out = BulkWriter(path)
-        self._readers = _Readers()
+        self._readers = ReaderCache()
         self._out.write(self._line(columns).encode("utf-8"))
 
     def _line(self, values: list[Any]) -> str:
@@ -103,20 +136,21 @@ class TsvWriter:
         self._head_writer.writerow(values)
         return self._head.getvalue()
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], png: bytearray | None = None) -> None:
+        """One row; ``png``: the bytes of its :class:`ImageSlice`, when already read."""
         values = [row.get(c, "") for c in self.columns]
         last = values[-1]
         out = self._out
         if isinstance(last, (Base64Text, Base64Bytes, ImageSlice)) and last and len(values) > 1:
             out.write(self._line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
             if isinstance(last, ImageSlice):
-                try:
-                    out.copy_from(self._readers.get(last.path), last.offset, last.size)
-                except OSError as exc:
-                    if exc.errno != errno.EIO:
-                        raise
-                    raise OSError(f"{last.path}: ends before the image at offset "
-                                  f"{last.offset} ({last.size} bytes)") from None
+                if png is None:
+                    png = bytearray(last.size)
+                    try:
+                        self._readers.get(last.path).read_into(memoryview(png), last.offset)
+                    except OSError as exc:
+                        raise _short(exc, last) from None
+                out.write(binascii.b2a_base64(png, newline=False))
             else:
                 out.write(last if isinstance(last, bytes) else last.encode("ascii"))
             out.write(LINE_END.encode("ascii"))
@@ -135,31 +169,6 @@ class TsvWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Readers:
-    """Open image files by path; the few most recent stay open (rows visit the workers' task
-    files roughly in order)."""
-
-    KEEP = 8
-
-    def __init__(self) -> None:
-        self._open: dict[Path, BulkReader] = {}
-        self._scratch = aligned_buffer()  # one at a time reads: they share it
-
-    def get(self, path: Path) -> BulkReader:
-        reader = self._open.pop(path, None)
-        if reader is None:
-            reader = BulkReader(path, scratch=self._scratch)
-            if len(self._open) >= self.KEEP:
-                self._open.pop(next(iter(self._open))).close()
-        self._open[path] = reader  # most recent last
-        return reader
-
-    def close(self) -> None:
-        for reader in self._open.values():
-            reader.close()
-        self._open.clear()
 
 
 def b64(png: bytes) -> Base64Text:

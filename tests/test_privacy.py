@@ -136,13 +136,12 @@ def output_blobs(out: Path) -> dict[str, bytes]:
             continue
         data = path.read_bytes()
         blobs[str(path.relative_to(out))] = data
-        if path.suffix == ".b64":  # the cache's task files: base64 PNGs back to back
-            signature = base64.b64encode(b"\x89PNG\r\n\x1a\n")[:10]
+        if path.suffix == ".png":  # the cache's task files: PNGs back to back
+            signature = b"\x89PNG\r\n\x1a\n"
             parts = [signature + p for p in data.split(signature)[1:]]
-            assert b"".join(parts) == data, f"{path.name}: not only base64 PNGs"
-            blobs[str(path.relative_to(out))] = b""
-            for k, part in enumerate(parts):
-                png = base64.b64decode(part)
+            assert b"".join(parts) == data, f"{path.name}: not only PNGs"
+            blobs[str(path.relative_to(out))] = b""  # (compressed bytes: searched decoded)
+            for k, png in enumerate(parts):
                 chunks = png_chunks(png)
                 blobs[f"{path.name}[{k}] png"] = png
                 blobs[f"{path.name}[{k}] pixels"] = zlib.decompress(

@@ -4,6 +4,7 @@ from a stream of records with memory that does not grow with their number."""
 
 from __future__ import annotations
 
+import base64
 import random
 import tracemalloc
 from collections import defaultdict
@@ -56,7 +57,7 @@ def test_selection_query_equals_its_definition(tmp_path: Path, trial: int) -> No
     previous = {c.case_id for c in cases if rng.random() < 0.15}
     with BuildStore(tmp_path / "s.sqlite") as store:
         for n, c in enumerate(cases):
-            store.add_case(c, filing_order(0, n), seed, "images-000000.b64")
+            store.add_case(c, filing_order(0, n), seed, "images-000000.png")
         store.add_previous((record(case_id=cid, index=k), record(case_id=cid, index=k).to_json())
                            for k, cid in enumerate(sorted(previous)))
         select_by_cap(store, cap)
@@ -95,8 +96,8 @@ def test_outputs_are_written_from_a_stream_in_flat_memory(tmp_path: Path) -> Non
     """20,000 records (as many TSV rows, each with its image copied from a task file) are
     written while at most a few of them are in memory: the traced peak stays far below what
     holding the records would take (about 4 KB each)."""
-    image = b"iVBORw0KGgo" + b"A" * 2000
-    (tmp_path / "task.b64").write_bytes(image)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 6
+    (tmp_path / "task.png").write_bytes(png)
     view = {"category": "Organ Recognition", "clinical VQA task": "", "department": ""}
     case = _case(random.Random(0), 0)[0]
 
@@ -105,14 +106,14 @@ def test_outputs_are_written_from_a_stream_in_flat_memory(tmp_path: Path) -> Non
             r = record(case_id=f"c{i}", index=i, split="VAL" if i % 5 == 0 else "TEST",
                        test_view=view)
             yield r, StoredQuestion(i, r.split, case, r.template_id, r.question,
-                                    list(r.options), r.answer, r.image_sha256, "task.b64", 0,
-                                    len(image), None)
+                                    list(r.options), r.answer, r.image_sha256, "task.png", 0,
+                                    len(png), None)
 
     seen: list[int] = []
     tracemalloc.start()
     try:
         write_outputs(tmp_path, "M", stream(20_000),
-                      lambda q: ImageSlice(tmp_path / "task.b64", 0, len(image)),
+                      lambda q: ImageSlice(tmp_path / "task.png", 0, len(png)),
                       lambda r, q: seen.append(r.index))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -120,7 +121,7 @@ def test_outputs_are_written_from_a_stream_in_flat_memory(tmp_path: Path) -> Non
     assert seen == list(range(20_000))
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MB traced"
     rows = list(read_tsv_rows(tmp_path / "M_TEST.tsv"))
-    assert len(rows) == 1 + 16_000 and rows[1][-1] == image.decode()
+    assert len(rows) == 1 + 16_000 and rows[1][-1] == base64.b64encode(png).decode()
     assert sum(1 for _ in open(tmp_path / "manifest.jsonl")) == 20_000
     first = ManifestRecord.from_json(open(tmp_path / "manifest.jsonl").readline())
     assert first.index == 0 and first.split == "VAL"

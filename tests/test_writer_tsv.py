@@ -6,6 +6,7 @@ be quoted exactly as ``csv.writer`` quotes it, since VLMEvalKit reads these file
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 from pathlib import Path
@@ -87,13 +88,13 @@ def test_images_copied_from_task_files_give_the_same_bytes(tmp_path: Path, monke
     rows = _rows(2 * len(TRICKY))
     sliced = []
     for k in range(3):  # three task files, rows spread over them out of order
-        with open(tmp_path / f"task{k}.b64", "wb") as f:
+        with open(tmp_path / f"task{k}.png", "wb") as f:
             for i, row in enumerate(rows):
                 if i % 3 == k:
-                    data = row["image"].encode("ascii")
+                    png = base64.b64decode(row["image"])  # task files hold the PNG bytes
                     f.write(b"junk")  # images need not start the file nor follow each other
-                    sliced.append((i, ImageSlice(tmp_path / f"task{k}.b64", f.tell(), len(data))))
-                    f.write(data)
+                    sliced.append((i, ImageSlice(tmp_path / f"task{k}.png", f.tell(), len(png))))
+                    f.write(png)
     by_row = dict(sliced)
     as_slices = [{**row, "image": by_row[i]} for i, row in enumerate(rows)]
     path = tmp_path / "out.tsv"
@@ -104,7 +105,7 @@ def test_images_copied_from_task_files_give_the_same_bytes(tmp_path: Path, monke
 def test_a_task_file_shorter_than_its_image_is_an_error(tmp_path: Path) -> None:
     from gmai_build.writer import ImageSlice
 
-    (tmp_path / "t.b64").write_bytes(b"QUJD")
-    row = {**_rows(1)[0], "image": ImageSlice(tmp_path / "t.b64", 0, 100)}
+    (tmp_path / "t.png").write_bytes(b"\x89PNG")
+    row = {**_rows(1)[0], "image": ImageSlice(tmp_path / "t.png", 0, 100)}
     with pytest.raises(OSError, match="ends before the image"):
         write_tsv(tmp_path / "out.tsv", TSV_COLUMNS, [row])
