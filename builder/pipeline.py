@@ -56,7 +56,7 @@ from .split import plan_split
 from .store import STORE, BuildStore, PreviousQuestions, StoredQuestion
 from .taxonomy import LABEL_MAPS, Vocabulary
 from .templates import DEFAULT_POOL
-from .work import release_freed_memory
+from .work import keep_freed_memory, release_freed_memory
 from .writer import BUILD_INFO, ImageSlice, SummaryCounts, summary_markdown, write_json
 
 WORKER_STAGE = ("gmai_build.work",)  # what a worker imports as it starts
@@ -92,6 +92,7 @@ def build(
     """
     notify = notify or log
     run = run or RunOptions(workers=workers, progress=progress)
+    keep_freed_memory()  # the writer's image buffers, like the workers' (work.py)
     n_workers = run.workers if run.workers is not None else (config.build.workers
                                                               or default_workers())
     with ExitStack() as workers_running:
