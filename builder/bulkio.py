@@ -1,8 +1,9 @@
 """Bulk byte streams written once and read once: the workers' image files and the TSVs.
 
-A build moves its images twice: a worker appends each base64 PNG to its task's file, and the
-writer copies them into the TSVs, which are flushed to disk when the build is published. None of
-these bytes is read again by this process, yet buffered I/O puts every one of them through the
+A build moves its images twice: a worker appends each PNG to its task's file, and the TSV
+pieces read them back and write them base64-encoded into the TSVs (:mod:`gmai_build.assembly`),
+which are flushed to disk when the build is published. None of these bytes is read again by
+the process that wrote them, yet buffered I/O puts every one of them through the
 page cache: a fresh page of memory for each 4 KiB written, charged, dirtied and written back
 later. That is not free. On the 2-core cloud VM of issue 10 a buffered write of 1.6 GiB took
 4.3 s of kernel time (pages the hypervisor had to back again), where a direct write of the same
@@ -52,9 +53,32 @@ def _buffered(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
 
 
+_SPARE: list[mmap.mmap] = []  # buffers given back, for the next writer or reader to take
+_SPARE_LOCK = threading.Lock()
+_SPARE_MAX = 16
+
+
 def aligned_buffer(size: int = BUFFER) -> memoryview:
-    """A writable, page-aligned buffer (an anonymous map; unmapped with its last view)."""
+    """A writable, page-aligned buffer (an anonymous map), a spare one if there is one.
+
+    Streams come and go (one per worker task, per TSV piece, per reading thread); mapping
+    fresh buffers each time made each of their pages a page fault again.
+    """
+    with _SPARE_LOCK:
+        for n, spare in enumerate(_SPARE):
+            if len(spare) == size:
+                return memoryview(_SPARE.pop(n))
     return memoryview(mmap.mmap(-1, size))
+
+
+def give_back(buffer: memoryview) -> None:
+    """Return a buffer from :func:`aligned_buffer` (no view of it may be used afterwards)."""
+    spare = buffer.obj
+    buffer.release()
+    if isinstance(spare, mmap.mmap):
+        with _SPARE_LOCK:
+            if len(_SPARE) < _SPARE_MAX:
+                _SPARE.append(spare)
 
 
 class BulkWriter:
@@ -65,11 +89,21 @@ class BulkWriter:
     disk write. :meth:`tell` is the logical size written so far. Use as a context manager, or
     call :meth:`close`: only then is the file complete and of its true size, and only then is
     an error of a write in the background raised.
+
+    ``at``: write a region of an existing file from this block-aligned offset instead (several
+    processes may write regions of one file at once); the file is then not truncated, unless
+    ``ends_file`` says this region is its end.
     """
 
-    def __init__(self, path: Path, direct: bool = True, buffer: int = BUFFER):
+    def __init__(self, path: Path, direct: bool = True, buffer: int = BUFFER,
+                 at: int | None = None, ends_file: bool = True):
         self.path = Path(path)
-        self._fd, self._direct = _open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, direct)
+        if at is not None and at % BLOCK:
+            raise ValueError(f"a region starts on a block boundary, not at {at}")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if at is None else 0)
+        self._fd, self._direct = _open(self.path, flags, direct)
+        self._start = at or 0
+        self._ends_file = ends_file
         self._size = buffer
         self._bufs = [aligned_buffer(buffer)]
         self._pending: list[Future[None] | None] = [None, None]
@@ -83,6 +117,7 @@ class BulkWriter:
         return self._direct
 
     def tell(self) -> int:
+        """Bytes written so far (from the region's start)."""
         return self._written + self._fill
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -95,17 +130,6 @@ class BulkWriter:
             if self._fill == self._size:
                 self._hand_over()
 
-    def copy_from(self, reader: BulkReader, offset: int, size: int) -> None:
-        """Append ``size`` bytes of ``reader``'s file from ``offset`` (no Python bytes made)."""
-        while size > 0:
-            n = min(size, self._size - self._fill)
-            reader.read_into(self._bufs[self._cur][self._fill:self._fill + n], offset)
-            self._fill += n
-            offset += n
-            size -= n
-            if self._fill == self._size:
-                self._hand_over()
-
     def _hand_over(self) -> None:
         """Write the full buffer in the background; go on filling the other one."""
         if self._thread is None:
@@ -113,7 +137,7 @@ class BulkWriter:
             self._bufs.append(aligned_buffer(self._size))
         full = self._cur
         self._pending[full] = self._thread.submit(self._write_at, self._bufs[full], self._fill,
-                                                  self._written)
+                                                  self._start + self._written)
         self._written += self._fill
         self._fill = 0
         self._cur = 1 - full
@@ -147,17 +171,24 @@ class BulkWriter:
         try:
             self._wait(0)
             self._wait(1)
+            if not self._ends_file and self.tell() % BLOCK:
+                # (its padded last block would overwrite the start of the next region)
+                raise ValueError(f"a region that does not end the file ends on a block "
+                                 f"boundary, not after {self.tell()} bytes")
             if self._fill:
-                self._write_at(self._bufs[self._cur], self._fill, self._written)
+                self._write_at(self._bufs[self._cur], self._fill, self._start + self._written)
                 self._written += self._fill
                 self._fill = 0
-            os.ftruncate(self._fd, self._written)
+            if self._ends_file:  # (cuts the padding of the last block)
+                os.ftruncate(self._fd, self._start + self._written)
         finally:
             if self._thread is not None:
                 self._thread.shutdown(wait=True)
             os.close(self._fd)
             self._fd = -1
-            self._bufs = []  # (each map is unmapped when the last view of it is gone)
+            for buf in self._bufs:
+                give_back(buf)
+            self._bufs = []
 
     def __enter__(self) -> BulkWriter:
         return self
@@ -176,6 +207,7 @@ class BulkReader:
     def __init__(self, path: Path, direct: bool = True, scratch: memoryview | None = None):
         self.path = Path(path)
         self._fd, self._direct = _open(self.path, os.O_RDONLY, direct)
+        self._own_scratch = scratch is None and self._direct
         self._scratch = (scratch if scratch is not None else aligned_buffer()) if self._direct \
             else None
 
@@ -220,6 +252,8 @@ class BulkReader:
             return
         os.close(self._fd)
         self._fd = -1
+        if self._own_scratch and self._scratch is not None:
+            give_back(self._scratch)
         self._scratch = None
 
     def __enter__(self) -> BulkReader:
@@ -237,11 +271,13 @@ class ReaderCache:
 
     def __init__(self) -> None:
         self._open: dict[Path, BulkReader] = {}
-        self._scratch = aligned_buffer()
+        self._scratch: memoryview | None = aligned_buffer()
 
     def get(self, path: Path) -> BulkReader:
         reader = self._open.pop(path, None)
         if reader is None:
+            if self._scratch is None:
+                raise ValueError("a closed ReaderCache")
             reader = BulkReader(path, scratch=self._scratch)
             if len(self._open) >= self.KEEP:
                 self._open.pop(next(iter(self._open))).close()
@@ -252,12 +288,15 @@ class ReaderCache:
         for reader in self._open.values():
             reader.close()
         self._open.clear()
+        if self._scratch is not None:
+            give_back(self._scratch)
+            self._scratch = None
 
 
 class ReadAhead:
     """Reads byte ranges on a few threads, ahead of their use.
 
-    A direct read waits for the device; with one request at a time the TSV writer read the
+    A direct read waits for the device; with one request at a time a TSV writer read the
     1.4 GB of a scale-1 TEST file in 1.1 s, with four in flight in 0.8 s, and the reads now
     overlap the copies and writes of the rows before them.
     """

@@ -2,8 +2,8 @@
 changed.
 
 A source's entry lives in ``<out>/.cache/<source>/<fingerprint>/``: one ``images-NNNNNN.png``
-per worker task (the PNGs that task drew, back to back; the writer base64-encodes them from
-there into the TSVs), ``cases.pkl`` (the metadata of the cases the source
+per worker task (the PNGs that task drew, back to back; the TSV pieces base64-encode them from
+there: :mod:`gmai_build.assembly`), ``cases.pkl`` (the metadata of the cases the source
 kept, one pickle after the other with the task file of each one's image, in filing order: read
 back as a stream, never as a list), ``dropped.txt`` (the ids of the others) and ``result.pkl``
 (what else the source gave: labels seen, counts, skipped/notes entries, input checksums).

@@ -23,7 +23,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
@@ -73,6 +73,34 @@ class InlineExecutor:
 
     def close(self) -> None:
         pass
+
+
+class ThreadExecutor:
+    """Tasks on a few threads of this process, results in order: for tasks that mostly wait on
+    the disk (writing TSV pieces) when there are no worker processes to run them."""
+
+    def __init__(self, workers: int = 2):
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="task")
+
+    def start(self) -> None:
+        pass
+
+    def imap(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        pending: deque[Future[R]] = deque()
+        try:
+            for task in tasks:
+                pending.append(self._pool.submit(fn, task))
+                if len(pending) >= 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ProcessExecutor:

@@ -1,22 +1,21 @@
 """Output stage: TSVs, answer key and manifest from one stream of records, into the staging folder.
 
-Records arrive one at a time in index order (:func:`gmai_build.records.records`); each is
-written to the manifest (and the answer key if it is in TEST) and handed to the thread writing
-its split's TSV, whose image is copied from the worker's task file just then (the copies are
-mostly waits on the disk: :mod:`gmai_build.bulkio`). ``observe`` sees every record too, for
-the counts of the summary and the coverage report. Whatever the number of questions, only a
-few rows are in memory at once.
+Records arrive one at a time in index order (:func:`gmai_build.records.records`). Each is written
+to the manifest (and the answer key if it is in TEST), seen by ``observe`` (the counts of the
+summary and the coverage report) and added to its split's TSV plan: the TSVs are cut into
+pieces that the executor's workers write at once, each reading, base64-encoding and writing the
+images of its rows (:mod:`gmai_build.assembly`). Whatever the number of questions, only the
+pieces in flight are in memory.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
-from typing import Any
 
+from .assembly import ImageSlice, Piece, TsvPlan, write_piece
+from .executors import Executor, ThreadExecutor
 from .lifecycle import failpoint
 from .manifest import MANIFEST, ManifestRecord
 from .records import tsv_row
@@ -26,83 +25,44 @@ from .writer import (
     ANSWER_KEY_COLUMNS,
     TEST_COLUMNS,
     TSV_COLUMNS,
-    ImageSlice,
+    RowText,
     TsvWriter,
     answer_key_row,
-    write_tsv,
 )
-
-ROWS_AHEAD = 32  # rows queued for each TSV thread
-Row = dict[str, Any]
-
-
-class RowPipe:
-    """Rows handed to a thread that writes one TSV; bounded: the producer waits when it is full
-    (and gets the writer's error instead of waiting forever if the writer failed)."""
-
-    def __init__(self, pool: ThreadPoolExecutor, path: Path, columns: list[str]):
-        self._rows: queue.Queue[Row | None] = queue.Queue(ROWS_AHEAD)  # None: the end
-        self._stopped = threading.Event()
-        self._done: Future[int] = pool.submit(write_tsv, path, columns, self._stream())
-
-    def _stream(self) -> Iterator[Row]:
-        while not self._stopped.is_set():
-            row = self._rows.get()
-            if row is None:
-                return
-            yield row
-        raise RuntimeError("stopped")  # (abort: the file is unfinished and thrown away)
-
-    def put(self, row: Row | None) -> None:
-        while True:
-            try:
-                self._rows.put(row, timeout=0.2)
-                return
-            except queue.Full:
-                if self._done.done():
-                    self._done.result()  # the writer's own error
-                    raise RuntimeError("a TSV writer stopped before its rows") from None
-
-    def close(self) -> int:
-        """Wait until the TSV is complete; its number of rows."""
-        self.put(None)
-        return self._done.result()
-
-    def abort(self) -> None:
-        """Stop the writer without the rows still queued (the build is failing anyway)."""
-        self._stopped.set()
-        try:
-            self._rows.put_nowait(None)
-        except queue.Full:
-            pass
 
 
 def write_outputs(
     stage: Path, name: str, records: Iterable[tuple[ManifestRecord, StoredQuestion]],
     image_of: Callable[[StoredQuestion], ImageSlice],
-    observe: Callable[[ManifestRecord, StoredQuestion], None],
+    observe: Callable[[ManifestRecord, StoredQuestion], None], executor: Executor,
 ) -> None:
     """``NAME_VAL.tsv``, ``NAME_TEST.tsv``, ``NAME_TEST_answers.tsv`` and the manifest, from
-    ``records`` in index order; ``image_of`` says where a question's base64 PNG lies."""
-    with ThreadPoolExecutor(2, thread_name_prefix="write-tsv") as pool, \
-            open(stage / MANIFEST, "w", encoding="utf-8") as manifest, \
+    ``records`` in index order; ``image_of`` says where a question's PNG lies."""
+    val_text, test_text = RowText(TSV_COLUMNS), RowText(TEST_COLUMNS)
+    val = TsvPlan(stage / f"{name}_VAL.tsv", val_text.header())
+    test = TsvPlan(stage / f"{name}_TEST.tsv", test_text.header())
+    with open(stage / MANIFEST, "w", encoding="utf-8") as manifest, \
             TsvWriter(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS) as key:
-        val = RowPipe(pool, stage / f"{name}_VAL.tsv", TSV_COLUMNS)
-        test = RowPipe(pool, stage / f"{name}_TEST.tsv", TEST_COLUMNS)
-        try:
+
+        def pieces() -> Iterator[Piece]:
             for r, q in records:
                 manifest.write(r.to_json() + "\n")
-                row = tsv_row(r, image_of(q))
+                row = tsv_row(r)
                 if r.split == VAL:
-                    val.put(row)
+                    yield from val.add(val_text.before_image(row), image_of(q))
                 else:
-                    test.put({**row, **r.test_view.columns()})
+                    yield from test.add(test_text.before_image({**row, **r.test_view.columns()}),
+                                        image_of(q))
                     key.write(answer_key_row(r))
                 observe(r, q)
-            val.close()
-            test.close()
-        except BaseException:
-            val.abort()
-            test.abort()
-            raise
+            yield val.finish()
+            yield test.finish()
+
+        if executor.workers > 1:
+            for _ in executor.imap(write_piece, pieces()):
+                pass
+        else:  # no worker processes: the pieces mostly wait on the disk, threads overlap them
+            with closing(ThreadExecutor(2)) as threads:
+                for _ in threads.imap(write_piece, pieces()):
+                    pass
     failpoint("writing")

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from .asking import CaseBook, make_questions
+from .assembly import ImageSlice
 from .cache import CACHE_DIR, SourceCache, SourceResult, shared_files_key
 from .circular import remove_stale as remove_stale_circular
 from .circular import write_circular
 from .config import Config
 from .coverage import CoverageCounts, coverage_lines, write_coverage
 from .errors import BuildError
-from .executors import default_workers, executor
+from .executors import Executor, default_workers, executor
 from .manifest import MANIFEST, ManifestRecord
 from .outdir import OutputFolder
 from .outputs import write_outputs
@@ -50,16 +51,18 @@ from .rebuild import ChangeLog, Changes, previous_questions
 from .records import records, split_report
 from .render import PNG_PARAMS
 from .report import summary_section
+from .resources import keep_freed_memory, release_freed_memory
 from .selection import select_by_cap
 from .sources import SourceContext, check_known_labels, discover, prepare
 from .split import plan_split
 from .store import STORE, BuildStore, PreviousQuestions, StoredQuestion
 from .taxonomy import LABEL_MAPS, Vocabulary
 from .templates import DEFAULT_POOL
-from .work import keep_freed_memory, release_freed_memory
-from .writer import BUILD_INFO, ImageSlice, SummaryCounts, summary_markdown, write_json
+from .writer import BUILD_INFO, SummaryCounts, summary_markdown, write_json
 
-WORKER_STAGE = ("gmai_build.work",)  # what a worker imports as it starts
+# What a worker imports as it starts (the stage, and what every build's images go through:
+# the perceptual hash pulls in scipy's FFT, 0.14 s), while the driver prepares.
+WORKER_STAGE = ("gmai_build.work", "PIL.Image", "imagehash", "scipy.fftpack")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def build(
     """
     notify = notify or log
     run = run or RunOptions(workers=workers, progress=progress)
-    keep_freed_memory()  # the writer's image buffers, like the workers' (work.py)
+    keep_freed_memory()  # the driver's image buffers too (resources.py)
     n_workers = run.workers if run.workers is not None else (config.build.workers
                                                               or default_workers())
     with ExitStack() as workers_running:
@@ -123,11 +126,11 @@ def build(
                         cache.remove_partial()
                         sources = read_sources(contexts, config, previous, ex, cache,
                                                run.progress, _build_key(config), store)
-                        workers_running.close()  # the rest runs here: the workers' memory goes
                         release_freed_memory()  # (what one worker's tasks kept, in this process)
                         cache.prune(set(contexts))
                         summary, changes = _write(stage, config, vocab, pool, contexts, sources,
-                                                  store, previous, rebuild, privacy)
+                                                  store, previous, rebuild, privacy, ex)
+                        workers_running.close()
                     (stage / STORE).unlink()
                     shutil.rmtree(scratch)
                     folder.publish(stage, last=MANIFEST)  # every file of the stage, in one step
@@ -151,10 +154,11 @@ def build(
 def _write(
     stage: Path, config: Config, vocab: Vocabulary, pool: QuestionPool,
     contexts: dict[str, SourceContext], sources: list[SourceResult], store: BuildStore,
-    previous: PreviousQuestions, rebuild: bool, privacy: Privacy,
+    previous: PreviousQuestions, rebuild: bool, privacy: Privacy, ex: Executor,
 ) -> tuple[dict[str, Any], Changes]:
     """Selection, split, questions and every file of the build into ``stage``, from the cases
-    the reading stage filed in ``store``; returns the summary and what changed."""
+    the reading stage filed in ``store`` (the executor's workers write the TSVs); returns the
+    summary and what changed."""
     b = config.build
     select_by_cap(store, b.per_label_cap)
     book = CaseBook(store, {x for s in sources for x in s.seen},
@@ -178,7 +182,7 @@ def _write(
         assert q.image_file is not None, "a selected case was not drawn"
         return ImageSlice(folders[q.case.source] / q.image_file, q.image_offset, q.image_size)
 
-    write_outputs(stage, b.name, records(store, vocab, b.seed), image_of, observe)
+    write_outputs(stage, b.name, records(store, vocab, b.seed), image_of, observe, ex)
     summary = counts.tables()
     summary["skipped"] = dict(sorted(skipped.items()))
     summary.update(summary_section([e for s in sources for e in s.report]))

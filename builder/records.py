@@ -26,7 +26,7 @@ from .samples import Case
 from .split import VAL
 from .store import BuildStore, StoredQuestion
 from .taxonomy import FROM_SOURCE, Vocabulary
-from .writer import HIDDEN_TASK, ImageSlice
+from .writer import HIDDEN_TASK
 
 
 def records(store: BuildStore, vocab: Vocabulary, seed: int
@@ -156,9 +156,9 @@ def test_views(questions: Sequence[Question], vocab: Vocabulary) -> list[BlindCo
     return [test_view(q.case, q.options, placed, vocab) for q in questions]
 
 
-def tsv_row(r: ManifestRecord, image: ImageSlice | None) -> dict[str, Any]:
-    """The VAL row of a record (TEST rows replace some columns by :attr:`test_view`);
-    ``image``: where its base64 PNG lies (a worker wrote it)."""
+def tsv_row(r: ManifestRecord) -> dict[str, Any]:
+    """The VAL row of a record but its image (TEST rows replace some columns by
+    :attr:`test_view`; :mod:`gmai_build.assembly` adds the image)."""
     row: dict[str, Any] = {
         "index": r.index,
         "question": r.question,
@@ -169,7 +169,6 @@ def tsv_row(r: ManifestRecord, image: ImageSlice | None) -> dict[str, Any]:
         "perceptual granularity": r.granularity,
         "modality": r.modality,
         "original task": r.original_task,
-        "image": image,
     }
     for letter, text in zip("ABCDE", r.options):
         row[letter] = text

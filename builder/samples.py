@@ -150,7 +150,7 @@ class Case:
     phash: str = ""  # perceptual hash of the image without overlay (near-duplicate detection)
     skipped: str = ""  # why this case is not asked about (counted in the summary), "" if asked
     png_sha256: str = ""  # of ``png``, computed where it was encoded (in the worker)
-    image: tuple[int, int] = (0, 0)  # (offset, size) of its base64 PNG in its task's file
+    image: tuple[int, int] = (0, 0)  # (offset, size) of its PNG in its task's file
 
 
 class LabelSeen(NamedTuple):

@@ -45,7 +45,7 @@ CREATE TABLE cases (
     askable INTEGER NOT NULL,        -- not skipped (size, ambiguity)
     phash TEXT NOT NULL,
     image_sha256 TEXT NOT NULL,
-    image_file TEXT,                 -- the task file holding its base64 PNG, where, how long
+    image_file TEXT,                 -- the task file holding its PNG, where, how long
     image_offset INTEGER,
     image_size INTEGER,
     prev INTEGER NOT NULL DEFAULT 0,      -- the previous build asked it

@@ -10,9 +10,7 @@ hashed for provenance (the worker has just read them: they are in the page cache
 from __future__ import annotations
 
 import copy
-import ctypes
 import hashlib
-import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from .cases import CaseMaker
 from .converters import Item
 from .errors import BuildError, ConfigError
 from .report import SKIPPED, Entry
+from .resources import tune_worker_process
 from .samples import BOX_LEVEL, DET_2D, Case, Sample, Slice2D
 from .sanity import asked_boxes, check_nonfinite, is_constant, unasked_targets, why_no_case
 from .selection import RenderRule
@@ -71,58 +70,6 @@ def run_task(task: Task) -> list[ItemResult]:
                 result.inputs = input_checksums(task.ctx, files)
             out.append(result)
     return out
-
-
-def tune_worker_process() -> None:
-    """Settle how a process that runs tasks uses its cores and memory (idempotent, cheap).
-
-    * OpenCV on the worker's own thread: the build runs one worker per core, and OpenCV's pool
-      of helper threads, idle between its short parallel sections, spins on ``sched_yield``
-      (1.8 s of CPU in a 36 s one-worker build), taking the cores the other workers need. Its
-      functions give the same results on one thread.
-    * glibc keeps freed memory for reuse: every image makes buffers of 0.2-2 MB (decoded
-      pixels, overlays, PNG bytes), above its default mapping threshold or trimmed
-      off the heap top as soon as they are freed, so each one was fresh pages from the kernel:
-      430,000 page faults in a one-worker build of 2,877 questions, 207,000 with these settings
-      (most of the rest: volumes and label volumes, which stay mapped on their own so that they
-      leave no holes in the heap: a peak that grew with the number of volumes read).
-    """
-    import cv2
-
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
-    keep_freed_memory()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
-
-
-def _glibc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc has both; musl neither)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def release_freed_memory() -> None:
-    """Give the memory kept by :func:`keep_freed_memory` back to the system: when the reading
-    stage ran in this process (one worker), before the driver's own stages."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def keep_freed_memory() -> None:
-    """glibc's malloc: blocks below 16 MiB from the heap, which is trimmed only past 64 MiB
-    free (no-op where the C library has no ``mallopt``)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, 16 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
 
 
 def input_checksums(ctx: SourceContext, files: list[str]) -> dict[str, str]:

@@ -11,20 +11,16 @@ the whole build succeeded, so a failed build leaves the previous outputs as they
 from __future__ import annotations
 
 import base64
-import binascii
 import csv
-import errno
 import io
 import json
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bulkio import BulkWriter, ReadAhead, ReaderCache
+from .bulkio import BulkWriter
 from .manifest import ManifestRecord
 
 TSV_COLUMNS = [
@@ -45,124 +41,80 @@ LINE_END = "\n"
 class Base64Text(str):
     """Text made only of the base64 alphabet (``A-Z a-z 0-9 + / =``), as :func:`b64` returns.
 
-    No TSV dialect ever quotes it, so :func:`write_tsv` writes it as it is instead of letting
+    No TSV dialect ever quotes it, so :class:`TsvWriter` writes it as it is instead of letting
     the csv module scan every character of a ~500 KB image field for quoting (a third of the
     build time before).
     """
-
-
-class Base64Bytes(bytes):
-    """:class:`Base64Text` as ASCII bytes, as workers write images: copied to the TSV as is."""
 
 
 def tsv_writer(f) -> Any:
     return csv.writer(f, delimiter="\t", lineterminator=LINE_END, quoting=csv.QUOTE_MINIMAL)
 
 
-@dataclass(frozen=True)
-class ImageSlice:
-    """An image field whose PNG lies in a file (a worker's task file): ``size`` bytes at
-    ``offset``. :func:`write_tsv` reads it (a few rows ahead) and writes it base64-encoded."""
-
-    path: Path
-    offset: int
-    size: int
-
-
-READ_AHEAD = 16  # images read ahead of the row being written
-
-
 def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Rows as csv's tab dialect writes them, a base64 last field appended as is
-    (:class:`TsvWriter`); returns the number of rows. Images lying in files
-    (:class:`ImageSlice`) are read a few rows ahead, on threads (:class:`~gmai_build.bulkio.
-    ReadAhead`)."""
-    ahead: deque[tuple[dict[str, Any], Future[bytearray] | None]] = deque()
-    with TsvWriter(path, columns) as out, ReadAhead() as reads:
+    """Rows as csv's tab dialect writes them, a :class:`Base64Text` last field appended as is
+    (:class:`TsvWriter`); returns the number of rows."""
+    with TsvWriter(path, columns) as out:
         for row in rows:
-            image = row.get(columns[-1])
-            ahead.append((row, reads.read(image.path, image.offset, image.size)
-                          if isinstance(image, ImageSlice) else None))
-            if len(ahead) > READ_AHEAD:
-                out.write(*_loaded(*ahead.popleft()))
-        while ahead:
-            out.write(*_loaded(*ahead.popleft()))
+            out.write(row)
     return out.rows
 
 
-def _loaded(row: dict[str, Any], read: Future[bytearray] | None
-            ) -> tuple[dict[str, Any], bytearray | None]:
-    if read is None:
-        return row, None
-    try:
-        return row, read.result()
-    except OSError as exc:
-        image = next(v for v in reversed(row.values()) if isinstance(v, ImageSlice))
-        raise _short(exc, image) from None
+class RowText:
+    """The text of TSV rows in csv's tab dialect: the header, and a row's fields before its
+    image field (with the tab that precedes the image), exactly as ``tsv_writer`` writes them
+    (the csv module quotes the other fields; the image is base64 and never quoted)."""
 
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+        self._head = io.StringIO()
+        self._writer = tsv_writer(self._head)
 
-def _short(exc: OSError, image: ImageSlice) -> OSError:
-    """A task file that ends before an image: the error names it (others pass through)."""
-    if exc.errno != errno.EIO:
-        return exc
-    return OSError(f"{image.path}: ends before the image at offset {image.offset} "
-                   f"({image.size} bytes)")
+    def line(self, values: list[Any]) -> str:
+        self._head.seek(0)
+        self._head.truncate()
+        self._writer.writerow(values)
+        return self._head.getvalue()
+
+    def header(self) -> bytes:
+        return self.line(self.columns).encode("utf-8")
+
+    def before_image(self, row: dict[str, Any]) -> bytes:
+        values = [row.get(c, "") for c in self.columns[:-1]]
+        return self.line([*values, ""])[: -len(LINE_END)].encode("utf-8")
 
 
 class TsvWriter:
     """A TSV written row by row: the bytes of ``tsv_writer(f).writerow(row)`` for every row.
 
-    The fields before the last still go through the csv module (with an empty last field,
-    which it writes as nothing), so their quoting does not change. The image field
-    (:class:`Base64Text`, :class:`Base64Bytes` or :class:`ImageSlice`) holds only the base64
+    The fields before the last still go through the csv module (:class:`RowText`), so their
+    quoting does not change. The image field (:class:`Base64Text`) holds only the base64
     alphabet, which no TSV dialect quotes, so it is written as it is: the csv module scanning
-    ~500 KB per row for quoting was a third of the build. An :class:`ImageSlice` is copied from
-    its file without becoming a Python object; the file is written with direct I/O where
-    possible (:mod:`gmai_build.bulkio`).
+    ~500 KB per row for quoting was a third of the build. The file is written with direct I/O
+    where possible (:mod:`gmai_build.bulkio`). (The build's own TSVs are assembled in pieces by
+    the workers: :mod:`gmai_build.assembly`.)
     """
 
     def __init__(self, path: Path, columns: list[str]):
         self.columns = columns
         self.rows = 0
-        self._head = io.StringIO()
-        self._head_writer = tsv_writer(self._head)
+        self._text = RowText(columns)
         self._out = BulkWriter(path)
-        self._readers = ReaderCache()
-        self._out.write(self._line(columns).encode("utf-8"))
+        self._out.write(self._text.header())
 
-    def _line(self, values: list[Any]) -> str:
-        self._head.seek(0)
-        self._head.truncate()
-        self._head_writer.writerow(values)
-        return self._head.getvalue()
-
-    def write(self, row: dict[str, Any], png: bytearray | None = None) -> None:
-        """One row; ``png``: the bytes of its :class:`ImageSlice`, when already read."""
-        values = [row.get(c, "") for c in self.columns]
-        last = values[-1]
+    def write(self, row: dict[str, Any]) -> None:
+        last = row.get(self.columns[-1], "")
         out = self._out
-        if isinstance(last, (Base64Text, Base64Bytes, ImageSlice)) and last and len(values) > 1:
-            out.write(self._line([*values[:-1], ""])[: -len(LINE_END)].encode("utf-8"))
-            if isinstance(last, ImageSlice):
-                if png is None:
-                    png = bytearray(last.size)
-                    try:
-                        self._readers.get(last.path).read_into(memoryview(png), last.offset)
-                    except OSError as exc:
-                        raise _short(exc, last) from None
-                out.write(binascii.b2a_base64(png, newline=False))
-            else:
-                out.write(last if isinstance(last, bytes) else last.encode("ascii"))
+        if isinstance(last, Base64Text) and last and len(self.columns) > 1:
+            out.write(self._text.before_image(row))
+            out.write(last.encode("ascii"))
             out.write(LINE_END.encode("ascii"))
         else:
-            out.write(self._line(values).encode("utf-8"))
+            out.write(self._text.line([row.get(c, "") for c in self.columns]).encode("utf-8"))
         self.rows += 1
 
     def close(self) -> None:
-        try:
-            self._out.close()
-        finally:
-            self._readers.close()
+        self._out.close()
 
     def __enter__(self) -> TsvWriter:
         return self

@@ -50,21 +50,6 @@ def test_an_empty_file_and_an_exact_block(tmp_path: Path) -> None:
     assert (tmp_path / "block").read_bytes() == b"x" * BLOCK
 
 
-def test_copy_from_moves_ranges_between_files(tmp_path: Path) -> None:
-    """copy_from appends a range of another file: the bytes of write(data[offset:offset+n])."""
-    src = b"".join(_pieces(1, 30, 200_000))
-    (tmp_path / "src").write_bytes(src)
-    ranges = [(0, 10), (5, 0), (BLOCK - 1, 2 * BLOCK + 3), (len(src) - 7, 7),
-              (123_457, 1_000_003 if len(src) > 1_200_000 else 50_000)]
-    with BulkWriter(tmp_path / "dst", buffer=2 * BLOCK) as out, \
-            BulkReader(tmp_path / "src") as reader:
-        for offset, size in ranges:
-            out.write(b"|")
-            out.copy_from(reader, offset, size)
-    expected = b"".join(b"|" + src[o:o + n] for o, n in ranges)
-    assert (tmp_path / "dst").read_bytes() == expected
-
-
 def test_reading_past_the_end_is_an_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "short").write_bytes(b"QUJD")
     with BulkReader(tmp_path / "short") as reader, pytest.raises(OSError, match="short"):

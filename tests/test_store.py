@@ -11,12 +11,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from gmai_build.assembly import ImageSlice
+from gmai_build.executors import InlineExecutor
 from gmai_build.manifest import ManifestRecord
 from gmai_build.outputs import write_outputs
 from gmai_build.samples import BOX_LEVEL, CONTOUR_LEVEL, IMAGE_LEVEL, MASK_LEVEL, Case
 from gmai_build.selection import cap_family, rank, select_by_cap
 from gmai_build.store import BuildStore, PreviousQuestions, StoredQuestion, filing_order
-from gmai_build.writer import ImageSlice, read_tsv_rows
+from gmai_build.writer import read_tsv_rows
 from helpers import record
 
 
@@ -114,7 +116,7 @@ def test_outputs_are_written_from_a_stream_in_flat_memory(tmp_path: Path) -> Non
     try:
         write_outputs(tmp_path, "M", stream(20_000),
                       lambda q: ImageSlice(tmp_path / "task.png", 0, len(png)),
-                      lambda r, q: seen.append(r.index))
+                      lambda r, q: seen.append(r.index), InlineExecutor())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -6,7 +6,6 @@ be quoted exactly as ``csv.writer`` quotes it, since VLMEvalKit reads these file
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 from pathlib import Path
@@ -73,39 +72,3 @@ def test_non_base64_last_field_still_quoted(tmp_path: Path) -> None:
     assert path.read_text() == 'a\tb\nx\t"tab\there"\ny\t\n'
     rows = list(csv.reader(io.StringIO(path.read_text()), delimiter="\t"))
     assert rows == [["a", "b"], ["x", "tab\there"], ["y", ""]]
-
-
-@pytest.mark.parametrize("direct", [True, False])
-def test_images_copied_from_task_files_give_the_same_bytes(tmp_path: Path, monkeypatch,
-                                                           direct: bool) -> None:
-    """Images lying in workers' task files are copied into the TSV (direct I/O, or buffered
-    where the file system lacks it): the same bytes as written inline."""
-    from gmai_build import bulkio
-    from gmai_build.writer import ImageSlice
-
-    if not direct:
-        monkeypatch.setattr(bulkio, "_O_DIRECT", 0)
-    rows = _rows(2 * len(TRICKY))
-    sliced = []
-    for k in range(3):  # three task files, rows spread over them out of order
-        with open(tmp_path / f"task{k}.png", "wb") as f:
-            for i, row in enumerate(rows):
-                if i % 3 == k:
-                    png = base64.b64decode(row["image"])  # task files hold the PNG bytes
-                    f.write(b"junk")  # images need not start the file nor follow each other
-                    sliced.append((i, ImageSlice(tmp_path / f"task{k}.png", f.tell(), len(png))))
-                    f.write(png)
-    by_row = dict(sliced)
-    as_slices = [{**row, "image": by_row[i]} for i, row in enumerate(rows)]
-    path = tmp_path / "out.tsv"
-    assert write_tsv(path, TSV_COLUMNS, as_slices) == len(rows)
-    assert path.read_bytes() == _csv_module_bytes(TSV_COLUMNS, rows)
-
-
-def test_a_task_file_shorter_than_its_image_is_an_error(tmp_path: Path) -> None:
-    from gmai_build.writer import ImageSlice
-
-    (tmp_path / "t.png").write_bytes(b"\x89PNG")
-    row = {**_rows(1)[0], "image": ImageSlice(tmp_path / "t.png", 0, 100)}
-    with pytest.raises(OSError, match="ends before the image"):
-        write_tsv(tmp_path / "out.tsv", TSV_COLUMNS, [row])
