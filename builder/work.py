@@ -49,8 +49,9 @@ def run_task(task: Task) -> list[ItemResult]:
 
     Images never travel back to the driver: each PNG is written to the task's own file (a
     retried task rewrites it), and the case carries its offset and size there (``Case.image``).
-    The driver only files metadata; its writer base64-encodes each PNG into its TSV row while
-    the next ones are read (that work overlaps the disk, and the files are a quarter smaller).
+    The driver only files metadata; the TSV pieces base64-encode each PNG from this file into
+    its row (:mod:`gmai_build.assembly`: on the workers too, and the files are a quarter smaller
+    than base64).
     """
     tune_worker_process()
     rule = task.rule.snapshot()
