@@ -102,15 +102,18 @@ def write_piece(piece: Piece) -> int:
             if not ahead:
                 break
             row, png = ahead.popleft()
-            data = row.text
+            parts = [row.text]
             if row.image is not None and png is not None:
                 try:
-                    data += binascii.b2a_base64(png.result(), newline=False) + LINE_END
+                    parts += [binascii.b2a_base64(png.result(), newline=False), LINE_END]
                 except OSError as exc:
                     raise short_file(exc, row.image) from None
-            lo = max(piece.start, row.start) - row.start
-            hi = min(piece.end, row.end) - row.start
-            out.write(memoryview(data)[lo:hi])
+            at = row.start  # the parts' bytes inside the piece, without joining them (~1 MB)
+            for part in parts:
+                lo, hi = max(piece.start - at, 0), min(piece.end - at, len(part))
+                if lo < hi:
+                    out.write(memoryview(part)[lo:hi])
+                at += len(part)
     return piece.end - piece.start
 
 
