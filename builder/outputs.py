@@ -26,8 +26,8 @@ from .writer import (
     TEST_COLUMNS,
     TSV_COLUMNS,
     RowText,
-    TsvWriter,
     answer_key_row,
+    tsv_writer,
 )
 
 
@@ -42,7 +42,9 @@ def write_outputs(
     val = TsvPlan(stage / f"{name}_VAL.tsv", val_text.header())
     test = TsvPlan(stage / f"{name}_TEST.tsv", test_text.header())
     with open(stage / MANIFEST, "w", encoding="utf-8") as manifest, \
-            TsvWriter(stage / f"{name}_TEST_answers.tsv", ANSWER_KEY_COLUMNS) as key:
+            open(stage / f"{name}_TEST_answers.tsv", "w", encoding="utf-8", newline="") as keys:
+        key = tsv_writer(keys)
+        key.writerow(ANSWER_KEY_COLUMNS)
 
         def pieces() -> Iterator[Piece]:
             for r, q in records:
@@ -53,7 +55,7 @@ def write_outputs(
                 else:
                     yield from test.add(test_text.before_image({**row, **r.test_view.columns()}),
                                         image_of(q))
-                    key.write(answer_key_row(r))
+                    key.writerow(answer_key_row(r))
                 observe(r, q)
             yield val.finish()
             yield test.finish()

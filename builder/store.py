@@ -167,11 +167,6 @@ class BuildStore:
         row = self.db.execute("SELECT data FROM cases WHERE case_id = ?", (case_id,)).fetchone()
         return pickle.loads(row[0]) if row else None
 
-    def has_case(self, case_id: str) -> bool:
-        self.flush()
-        return self.db.execute("SELECT 1 FROM cases WHERE case_id = ?",
-                               (case_id,)).fetchone() is not None
-
     def count(self, where: str = "1", params: Iterable[object] = ()) -> int:
         self.flush()
         return self.db.execute(f"SELECT COUNT(*) FROM cases WHERE {where}",

@@ -10,7 +10,6 @@ the whole build succeeded, so a failed build leaves the previous outputs as they
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -20,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .bulkio import BulkWriter
 from .manifest import ManifestRecord
 
 TSV_COLUMNS = [
@@ -38,32 +36,16 @@ BUILD_INFO = "build.json"
 LINE_END = "\n"
 
 
-class Base64Text(str):
-    """Text made only of the base64 alphabet (``A-Z a-z 0-9 + / =``), as :func:`b64` returns.
-
-    No TSV dialect ever quotes it, so :class:`TsvWriter` writes it as it is instead of letting
-    the csv module scan every character of a ~500 KB image field for quoting (a third of the
-    build time before).
-    """
-
-
 def tsv_writer(f) -> Any:
     return csv.writer(f, delimiter="\t", lineterminator=LINE_END, quoting=csv.QUOTE_MINIMAL)
 
 
-def write_tsv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Rows as csv's tab dialect writes them, a :class:`Base64Text` last field appended as is
-    (:class:`TsvWriter`); returns the number of rows."""
-    with TsvWriter(path, columns) as out:
-        for row in rows:
-            out.write(row)
-    return out.rows
-
-
 class RowText:
     """The text of TSV rows in csv's tab dialect: the header, and a row's fields before its
-    image field (with the tab that precedes the image), exactly as ``tsv_writer`` writes them
-    (the csv module quotes the other fields; the image is base64 and never quoted)."""
+    image field (with the tab that precedes the image), exactly as ``tsv_writer`` writes them.
+    The csv module quotes the other fields; the image is base64, which no TSV dialect quotes,
+    so it is appended as it is (:mod:`gmai_build.assembly`): the csv module scanning ~500 KB
+    per row for quoting was a third of the build time once."""
 
     def __init__(self, columns: list[str]):
         self.columns = columns
@@ -84,56 +66,13 @@ class RowText:
         return self.line([*values, ""])[: -len(LINE_END)].encode("utf-8")
 
 
-class TsvWriter:
-    """A TSV written row by row: the bytes of ``tsv_writer(f).writerow(row)`` for every row.
-
-    The fields before the last still go through the csv module (:class:`RowText`), so their
-    quoting does not change. The image field (:class:`Base64Text`) holds only the base64
-    alphabet, which no TSV dialect quotes, so it is written as it is: the csv module scanning
-    ~500 KB per row for quoting was a third of the build. The file is written with direct I/O
-    where possible (:mod:`gmai_build.bulkio`). (The build's own TSVs are assembled in pieces by
-    the workers: :mod:`gmai_build.assembly`.)
-    """
-
-    def __init__(self, path: Path, columns: list[str]):
-        self.columns = columns
-        self.rows = 0
-        self._text = RowText(columns)
-        self._out = BulkWriter(path)
-        self._out.write(self._text.header())
-
-    def write(self, row: dict[str, Any]) -> None:
-        last = row.get(self.columns[-1], "")
-        out = self._out
-        if isinstance(last, Base64Text) and last and len(self.columns) > 1:
-            out.write(self._text.before_image(row))
-            out.write(last.encode("ascii"))
-            out.write(LINE_END.encode("ascii"))
-        else:
-            out.write(self._text.line([row.get(c, "") for c in self.columns]).encode("utf-8"))
-        self.rows += 1
-
-    def close(self) -> None:
-        self._out.close()
-
-    def __enter__(self) -> TsvWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def b64(png: bytes) -> Base64Text:
-    return Base64Text(base64.b64encode(png).decode("ascii"))
-
-
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
 
-def answer_key_row(r: ManifestRecord) -> dict[str, Any]:
-    return {"index": r.index, "answer": r.answer, "category": r.category,
-            "clinical VQA task": r.task, "department": r.department}
+def answer_key_row(r: ManifestRecord) -> list[Any]:
+    """A record's row of the TEST answer key (:data:`ANSWER_KEY_COLUMNS`)."""
+    return [r.index, r.answer, r.category, r.task, r.department]
 
 
 # Summary table -> the record's value it counts.

@@ -158,8 +158,8 @@ def test_no_group_in_both_splits_and_no_partial_files_after_crash(good, monkeypa
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_full_disk_is_one_line_and_changes_nothing(good, monkeypatch, capsys, workers):
-    """ENOSPC while the TSVs are written (in-kernel image copies) or while workers write their
-    image files: one line naming the output folder and the reason, no traceback."""
+    """ENOSPC while the workers (or, with one worker, the build itself) write their image files
+    and the TSV pieces: one line naming the output folder and the reason, no traceback."""
     import errno
     import os
 
@@ -171,8 +171,18 @@ def test_a_full_disk_is_one_line_and_changes_nothing(good, monkeypatch, capsys, 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "copy_file_range", full)
     monkeypatch.setattr(os, "pwrite", full)
+    # Spawned workers (which write the image files and the TSV pieces) start a new interpreter:
+    # the same full disk reaches them through a sitecustomize module on their path.
+    hook = out.parent / "full_disk"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import errno, os\n"
+        "def _full(*a, **k):\n"
+        "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "os.pwrite = _full\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(hook), os.environ.get("PYTHONPATH", "")])))
     code = main(["--sources", str(cfg), "--out", str(out), "--workers", str(workers),
                  "--no-progress", "--no-cache"])
     err = capsys.readouterr().err
