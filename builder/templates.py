@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -325,6 +326,7 @@ def _duplicate_problems(templates: list[Template]) -> list[str]:
             out.append(f"template id '{t.id}' is used twice")
         seen_ids.setdefault(t.id, i)
     normal = [_normal_text(t.text) for t in templates]
+    letters = [Counter(text) for text in normal]
     for i, a in enumerate(templates):
         for j in range(i + 1, len(templates)):
             b = templates[j]
@@ -333,12 +335,16 @@ def _duplicate_problems(templates: list[Template]) -> list[str]:
             if normal[i] == normal[j]:
                 out.append(f"templates '{a.id}' and '{b.id}' have the same text: {a.text!r}")
                 continue
-            matcher = difflib.SequenceMatcher(None, normal[i], normal[j], autojunk=False)
-            if matcher.real_quick_ratio() >= NEAR_DUPLICATE_RATIO and \
-                    matcher.quick_ratio() >= NEAR_DUPLICATE_RATIO and \
-                    matcher.ratio() >= NEAR_DUPLICATE_RATIO:
+            # difflib's real_quick_ratio and quick_ratio bounds, from lengths and letter counts
+            # computed once per text: most pairs stop here, before a SequenceMatcher is built.
+            total = len(normal[i]) + len(normal[j])
+            if 2.0 * min(len(normal[i]), len(normal[j])) / total < NEAR_DUPLICATE_RATIO or \
+                    2.0 * (letters[i] & letters[j]).total() / total < NEAR_DUPLICATE_RATIO:
+                continue
+            ratio = difflib.SequenceMatcher(None, normal[i], normal[j], autojunk=False).ratio()
+            if ratio >= NEAR_DUPLICATE_RATIO:
                 out.append(f"templates '{a.id}' and '{b.id}' are near-duplicates "
-                           f"({matcher.ratio():.2f} similar): {a.text!r} / {b.text!r}")
+                           f"({ratio:.2f} similar): {a.text!r} / {b.text!r}")
     return out
 
 
@@ -412,17 +418,23 @@ def answer_leaks(pool: QuestionPool, vocab: Vocabulary) -> list[str]:
             key = normalize_key(text)
             if len(key) >= 3:
                 phrases.setdefault(entry.task, {})[key] = entry.label
-    patterns = {task: [(re.compile(rf"(?<![a-z0-9]){re.escape(k)}(?![a-z0-9])"), label)
-                       for k, label in sorted(keys.items())] for task, keys in phrases.items()}
     out = []
     for t in pool.templates:
         text = normalize_key(t.text)
         for task in t.tasks or tuple(TASKS):
-            hits = sorted({label for pat, label in patterns.get(task, ()) if pat.search(text)})
+            # (a whole-word match is a substring first: only those phrases need their pattern)
+            hits = sorted({label for k, label in phrases.get(task, {}).items()
+                           if k in text and _whole_words(k).search(text)})
             if hits:
                 out.append(f"{pool.path}: template '{t.id}' contains the {task} label(s) {hits}: "
                            "it would give the answer away")
     return out
+
+
+@cache
+def _whole_words(phrase: str) -> re.Pattern[str]:
+    """``phrase`` not inside a longer word (of normalised text)."""
+    return re.compile(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])")
 
 
 _STOPWORDS = {"of", "the", "and", "with", "in", "on", "to", "a", "an", "or", "this", "that", "is",
