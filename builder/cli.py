@@ -25,11 +25,12 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from . import __version__
 from .errors import BuildError
-from .executors import EXECUTORS
+from .executors import EXECUTORS, WORKER_STAGE, Executor, default_workers, executor
 from .lifecycle import Interrupted, install_signal_handlers
 
 # name -> ("module:function" relative to gmai_build, one-line help). One line per subcommand.
@@ -104,10 +105,22 @@ def _build_parser() -> argparse.ArgumentParser:
 def cmd_build(argv: list[str]) -> int:
     """Build into ``--out``; prints a short summary (``summary.md`` holds the full one)."""
     args = _build_parser().parse_args(argv)
+    if args.ray_address and args.executor != "ray":
+        raise BuildError("--ray-address needs --executor ray")
+    with ExitStack() as stack:
+        # Local workers start first: each imports the stages (half a second) while this
+        # process imports and reads the config (as long again) and discovers the sources.
+        workers = args.workers or default_workers()
+        early = (stack.enter_context(executor("local", workers, preload=WORKER_STAGE))
+                 if args.executor == "local" and workers > 1 else None)
+        return _build(args, early)
+
+
+def _build(args: argparse.Namespace, early: Executor | None) -> int:
     from .config import load_config
     from .console import short_summary
     from .coverage import coverage_lines
-    from .pipeline import RunOptions, build
+    from .pipeline import RunOptions, build, build_workers
 
     config = load_config(args.sources)
     out = args.out or config.build.out
@@ -121,12 +134,13 @@ def cmd_build(argv: list[str]) -> int:
             print(line, file=sys.stderr)
     progress = not (args.no_progress or silent) and sys.stderr.isatty()
     notices: list[str] = []  # what changed since the previous build in --out (rebuild.py)
-    if args.ray_address and args.executor != "ray":
-        raise BuildError("--ray-address needs --executor ray")
     run = RunOptions(workers=args.workers, executor=args.executor, ray_address=args.ray_address,
                      cache=not args.no_cache, progress=progress)
+    if early is not None and early.workers != build_workers(config, run):
+        early.close()  # (build.workers in the config asks for another number)
+        early = None
     summary = build(config, out, log=lambda _: None, show_paths=args.show_paths,
-                    notify=notices.append, rebuild=args.rebuild, run=run)
+                    notify=notices.append, rebuild=args.rebuild, run=run, started=early)
     if not silent:
         print(short_summary(summary, config.build.name, Path(out)))
         print("\n".join([coverage_lines(Path(out), short=True), *notices]))

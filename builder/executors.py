@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from .errors import BuildError, ConfigError
 from .lifecycle import STOP_SIGNALS, child_init, deferred_signals, failpoint
+from .resources import single_threaded_libraries
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,6 +39,10 @@ EXECUTORS = ("local", "ray")
 # head holds the window: enough tasks must be queued behind it to keep the other workers busy.
 # Results are small (metadata; workers write the images themselves), so a deep window is cheap.
 IN_FLIGHT = 8
+# What a build's local worker imports as it starts: the stage, and what every build's images go
+# through (the perceptual hash pulls in scipy's FFT, 0.14 s). Half a second of imports, done
+# while the driver reads the config and discovers the sources.
+WORKER_STAGE = ("gmai_build.work", "PIL.Image", "imagehash", "scipy.fftpack")
 
 
 class Executor(Protocol):
@@ -160,6 +165,7 @@ class ProcessExecutor:
 
 def _worker_init(parent_pid: int, preload: tuple[str, ...]) -> None:
     child_init(parent_pid)
+    single_threaded_libraries()  # (numpy is not imported yet: the preload below imports it)
     for module in preload:
         importlib.import_module(module)
 
@@ -246,6 +252,7 @@ class RayExecutor:
 
     def close(self) -> None:
         if self._owned:
+            self._owned = False
             self._ray.shutdown()
             self._ray_logger.setLevel(self._ray_log_level)
 

@@ -39,7 +39,7 @@ from .circular import write_circular
 from .config import Config
 from .coverage import CoverageCounts, coverage_lines, write_coverage
 from .errors import BuildError
-from .executors import Executor, default_workers, executor
+from .executors import WORKER_STAGE, Executor, default_workers, executor
 from .manifest import MANIFEST, ManifestRecord
 from .outdir import OutputFolder
 from .outputs import write_outputs
@@ -59,10 +59,6 @@ from .store import STORE, BuildStore, PreviousQuestions, StoredQuestion
 from .taxonomy import LABEL_MAPS, Vocabulary
 from .templates import DEFAULT_POOL
 from .writer import BUILD_INFO, SummaryCounts, summary_markdown, write_json
-
-# What a worker imports as it starts (the stage, and what every build's images go through:
-# the perceptual hash pulls in scipy's FFT, 0.14 s), while the driver prepares.
-WORKER_STAGE = ("gmai_build.work", "PIL.Image", "imagehash", "scipy.fftpack")
 
 
 @dataclass(frozen=True)
@@ -86,22 +82,27 @@ def build(
     rebuild: bool = False,
     notify: Callable[[str], None] | None = None,
     run: RunOptions | None = None,
+    started: Executor | None = None,
 ) -> dict[str, Any]:
     """Run the whole build and publish it into ``out_dir`` atomically; returns the summary.
 
     ``log`` gets the full summary; ``notify`` (default: ``log``) what a user must be told:
     debris of an interrupted build removed, questions regenerated or removed since the
     previous build (rebuild.py). ``rebuild`` ignores the build already in ``out_dir``.
+    ``started``: the executor to run on, already started by the caller (the CLI starts local
+    workers before it reads the config); the build closes it once its workers are done.
     """
     notify = notify or log
     run = run or RunOptions(workers=workers, progress=progress)
     keep_freed_memory()  # the driver's image buffers too (resources.py)
-    n_workers = run.workers if run.workers is not None else (config.build.workers
-                                                              or default_workers())
     with ExitStack() as workers_running:
         # Workers start first: they import the stages while this process checks the config.
-        ex = workers_running.enter_context(
-            executor(run.executor, n_workers, run.ray_address, preload=WORKER_STAGE))
+        if started is not None:
+            ex: Executor = started
+            workers_running.callback(started.close)
+        else:
+            ex = workers_running.enter_context(executor(
+                run.executor, build_workers(config, run), run.ray_address, preload=WORKER_STAGE))
         vocab, contexts, pool = prepare(config, show_paths)
         privacy = next(iter(contexts.values())).privacy
         for ctx in contexts.values():  # cheap checks for every source before any image is read
@@ -149,6 +150,13 @@ def build(
     for line in changes.lines():
         notify(line)
     return summary
+
+
+def build_workers(config: Config, run: RunOptions) -> int:
+    """How many workers a build runs: ``--workers``, else ``build.workers``, else one per core."""
+    if run.workers is not None:
+        return run.workers
+    return config.build.workers or default_workers()
 
 
 def _write(

@@ -1,5 +1,5 @@
-"""How a process of the build uses its cores and memory: one thread per worker for OpenCV, and
-glibc's allocator keeping freed image buffers instead of handing them back to the kernel.
+"""How a process of the build uses its cores and memory: one thread per worker for OpenCV and
+BLAS, and glibc's allocator keeping freed image buffers instead of handing them back to the kernel.
 
 Every process that runs tasks (workers; the driver itself with one worker) calls
 :func:`tune_worker_process` first; the driver calls :func:`keep_freed_memory` for its own
@@ -9,7 +9,20 @@ stages and :func:`release_freed_memory` after the reading stage.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+
+# Thread pools of the numerical libraries, read as they load: one per worker process.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def single_threaded_libraries() -> None:
+    """Before a worker process imports numpy or scipy: their BLAS libraries start no helper
+    threads. The build runs one worker per core, and each of numpy's and scipy's OpenBLAS
+    otherwise starts one thread per core, which spin as they start (0.1 s of CPU per library
+    and process, taken from the other workers as they start) and for nothing: the stages'
+    arrays are too small for BLAS to split them. (Ray sets the same for its workers.)"""
+    os.environ.update(SINGLE_THREADED)
 
 
 def tune_worker_process() -> None:

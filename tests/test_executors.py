@@ -49,31 +49,52 @@ def test_default_workers_is_one_per_core_this_process_may_use(monkeypatch) -> No
 
 
 def test_build_uses_one_worker_per_core_unless_told(tmp_path: Path, monkeypatch) -> None:
-    """No --workers and no build.workers: default_workers(); either one overrides it."""
-    from gmai_build import pipeline
+    """No --workers and no build.workers: default_workers(); either one overrides it. The CLI
+    starts local workers before it reads the config (they import the stages meanwhile); when
+    the config asks for another number (build.workers), the build starts its own instead."""
+    from gmai_build import cli, config, pipeline
 
-    started: list[tuple[str, int]] = []
-    real_executor = pipeline.executor
+    events: list[tuple[str, ...]] = []
 
-    @contextmanager
-    def recording(name, workers, ray_address=None, **options):
-        started.append((name, workers))
-        with real_executor(name, 1, ray_address, **options) as ex:  # (one process is enough)
+    def recording(who: str):
+        @contextmanager
+        def start(name, workers, ray_address=None, **options):
+            events.append((who, name, str(workers)))
+            ex = executors.InlineExecutor()  # (one process is enough to build)
+            ex.workers = workers
             yield ex
 
-    monkeypatch.setattr(pipeline, "executor", recording)
-    monkeypatch.setattr(pipeline, "default_workers", lambda: 7)
+        return start
+
+    real_load = config.load_config
+
+    def load(path):
+        events.append(("config read",))
+        return real_load(path)
+
+    monkeypatch.setattr(cli, "executor", recording("cli"))
+    monkeypatch.setattr(pipeline, "executor", recording("build"))
+    monkeypatch.setattr(config, "load_config", load)
+    for module in (cli, pipeline):
+        monkeypatch.setattr(module, "default_workers", lambda: 7)
     sources = copy_example(tmp_path)
     text = sources.read_text()
     assert "workers:" not in text
-    assert main(["--sources", str(sources), "--out", str(tmp_path / "a"), "--no-progress",
-                 "-q"]) == 0
-    assert main(["--sources", str(sources), "--out", str(tmp_path / "b"), "--no-progress",
-                 "-q", "--workers", "2"]) == 0
+    args = ["--sources", str(sources), "--no-progress", "-q"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--workers", "2"]) == 0
+    assert main([*args, "--out", str(tmp_path / "c"), "--workers", "1"]) == 0
     sources.write_text(text.replace("build:\n", "build:\n  workers: 3\n", 1))
-    assert main(["--sources", str(sources), "--out", str(tmp_path / "c"), "--no-progress",
-                 "-q"]) == 0
-    assert started == [("local", 7), ("local", 2), ("local", 3)]
+    assert main([*args, "--out", str(tmp_path / "d")]) == 0
+    assert events == [
+        ("cli", "local", "7"), ("config read",),
+        ("cli", "local", "2"), ("config read",),
+        ("config read",), ("build", "local", "1"),  # (one worker: the build runs in-process)
+        ("cli", "local", "7"), ("config read",), ("build", "local", "3"),
+    ]
+    outputs = [{k: v for k, v in published(tmp_path / d).items() if k.endswith((".tsv", ".jsonl"))}
+               for d in "abcd"]
+    assert outputs[0] and all(o == outputs[0] for o in outputs)
 
 
 def test_executor_ray_without_ray_installed_says_how_to_get_it(tmp_path: Path, monkeypatch,
