@@ -11,12 +11,17 @@ the bytes inside the piece (a row cut by a boundary is made by both neighbours, 
 its part). So the TSVs are written by every worker at once (on a Ray cluster, by every node),
 the driver holds only the pieces in flight, and the file is the same bytes whatever order the
 pieces are written in.
+
+The piece that holds a row's start also returns the sha256 of its PNG, for the manifest: each
+image is hashed once, as it passes through memory anyway, and only if it was selected. (sha256
+releases the GIL, so with threads instead of worker processes it runs beside the encoding.)
 """
 
 from __future__ import annotations
 
 import binascii
 import errno
+import hashlib
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -75,6 +80,15 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What :func:`write_piece` did: the bytes it wrote, and the sha256 (hex) of the PNG of
+    each row that starts in the piece and has one, in row order."""
+
+    size: int
+    sha256: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Piece:
     """Bytes ``[start, end)`` of one TSV, with the rows that overlap them. ``start`` is on a
     block boundary; so is ``end``, unless the piece ends the file (``last``)."""
@@ -85,12 +99,17 @@ class Piece:
     rows: tuple[Row, ...]
     last: bool
 
+    def owns(self, row: Row) -> bool:
+        """The row starts in this piece (its image's checksum comes from here)."""
+        return self.start <= row.start < self.end
 
-def write_piece(piece: Piece) -> int:
-    """Write one piece into its TSV (a worker's task); returns its size. The PNGs of the next
-    :data:`READ_AHEAD` rows are read on threads meanwhile (direct reads wait on the device:
-    several in flight keep it busy)."""
+
+def write_piece(piece: Piece) -> Written:
+    """Write one piece into its TSV (a worker's task). The PNGs of the next :data:`READ_AHEAD`
+    rows are read on threads meanwhile (direct reads wait on the device: several in flight keep
+    it busy)."""
     tune_worker_process()
+    sha256: list[str] = []
     with ReadAhead() as reads, \
             BulkWriter(piece.path, at=piece.start, ends_file=piece.last) as out:
         ahead: deque[tuple[Row, Future[bytearray] | None]] = deque()
@@ -105,16 +124,19 @@ def write_piece(piece: Piece) -> int:
             parts = [row.text]
             if row.image is not None and png is not None:
                 try:
-                    parts += [binascii.b2a_base64(png.result(), newline=False), LINE_END]
+                    data = png.result()
                 except OSError as exc:
                     raise short_file(exc, row.image) from None
+                if piece.owns(row):
+                    sha256.append(hashlib.sha256(data).hexdigest())
+                parts += [binascii.b2a_base64(data, newline=False), LINE_END]
             at = row.start  # the parts' bytes inside the piece, without joining them (~1 MB)
             for part in parts:
                 lo, hi = max(piece.start - at, 0), min(piece.end - at, len(part))
                 if lo < hi:
                     out.write(memoryview(part)[lo:hi])
                 at += len(part)
-    return piece.end - piece.start
+    return Written(piece.end - piece.start, tuple(sha256))
 
 
 class TsvPlan:
@@ -132,6 +154,11 @@ class TsvPlan:
         self._start = 0  # of the piece being gathered
         self._rows: list[Row] = [Row(header, None, 0)]
         self._size = len(header)  # of the file so far
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file so far: where the next row starts."""
+        return self._size
 
     def add(self, text: bytes, image: ImageSlice | None) -> list[Piece]:
         row = Row(text, image, self._size)

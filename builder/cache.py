@@ -43,8 +43,9 @@ RESULT = "result.pkl"
 CASES = "cases.pkl"
 DROPPED = "dropped.txt"
 PARTIAL = ".partial-"
-FORMAT = 5  # bump when an entry changes shape or meaning (3: image_phash by area average,
-#             4: cases streamed in cases.pkl, 5: task files hold PNG bytes, not base64)
+FORMAT = 6  # bump when an entry changes shape or meaning (3: image_phash by area average,
+#             4: cases streamed in cases.pkl, 5: task files hold PNG bytes, not base64,
+#             6: cases carry no PNG checksum: the TSV pieces hash each image as they write it)
 
 
 @dataclass

@@ -128,7 +128,6 @@ class CaseMaker:
             department=std.department,
             modality=self.source.modality,
             png=png,
-            png_sha256=hashlib.sha256(png).hexdigest() if keep else "",
             rendered=keep,
             region=region,
             axis=s.axis,

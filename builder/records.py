@@ -78,6 +78,9 @@ def split_report(store: BuildStore, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def manifest_record(q: StoredQuestion, seed: int, test_view: BlindColumns) -> ManifestRecord:
+    """The record of a stored question. Its ``image_sha256`` is empty: the output stage
+    fills it in, from the checksum the TSV pieces take of each PNG as they write it
+    (:mod:`gmai_build.outputs`), so the image is read and hashed once, after selection."""
     c = q.case
     return ManifestRecord(
         index=q.index,
@@ -103,7 +106,7 @@ def manifest_record(q: StoredQuestion, seed: int, test_view: BlindColumns) -> Ma
         options=tuple(q.options),
         answer=q.answer,
         seed=seed,
-        image_sha256=q.image_sha256,
+        image_sha256="",
         image_phash=c.phash,
         test_view=test_view,
     )

@@ -149,7 +149,6 @@ class Case:
     rendered: bool = True  # False: the cap had already ruled it out, so no image was drawn
     phash: str = ""  # perceptual hash of the image without overlay (near-duplicate detection)
     skipped: str = ""  # why this case is not asked about (counted in the summary), "" if asked
-    png_sha256: str = ""  # of ``png``, computed where it was encoded (in the worker)
     image: tuple[int, int] = (0, 0)  # (offset, size) of its PNG in its task's file
 
 

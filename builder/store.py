@@ -44,7 +44,6 @@ CREATE TABLE cases (
     rank TEXT NOT NULL,              -- the pair's selection rank
     askable INTEGER NOT NULL,        -- not skipped (size, ambiguity)
     phash TEXT NOT NULL,
-    image_sha256 TEXT NOT NULL,
     image_file TEXT,                 -- the task file holding its PNG, where, how long
     image_offset INTEGER,
     image_size INTEGER,
@@ -86,7 +85,6 @@ class StoredQuestion:
     question: str
     options: list[str]
     answer: str
-    image_sha256: str
     image_file: str | None  # the task file (in its source's image folder) holding its PNG
     image_offset: int
     image_size: int
@@ -135,7 +133,7 @@ class BuildStore:
         self._pending.append((
             order, case.case_id, case.pair_id, case.source, case.group, case.label, case.task,
             case.department, cap_family(case.granularity), rank(seed, case.pair_id),
-            int(not case.skipped), case.phash, case.png_sha256, image_file, case.image[0],
+            int(not case.skipped), case.phash, image_file, case.image[0],
             case.image[1], pickle.dumps(case, protocol=pickle.HIGHEST_PROTOCOL)))
         if len(self._pending) >= _BATCH:
             self.flush()
@@ -151,8 +149,8 @@ class BuildStore:
         rows, self._pending = self._pending, []  # (a failed batch is not tried again)
         self.db.executemany(
             "INSERT INTO cases (seq, case_id, pair_id, source, grp, label, task, department, "
-            "family, rank, askable, phash, image_sha256, image_file, image_offset, "
-            "image_size, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "family, rank, askable, phash, image_file, image_offset, image_size, data) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def cases(self, where: str = "1", order: str = "seq", params: Iterable[object] = ()
               ) -> Iterator[Case]:
@@ -209,13 +207,13 @@ class BuildStore:
         self.flush()
         where, params = ("WHERE q.split = ?", (split,)) if split else ("", ())
         query = ("SELECT q.idx, q.split, q.template_id, q.question, q.options, q.answer, "
-                 "c.image_sha256, c.image_file, c.image_offset, c.image_size, c.regenerated, "
+                 "c.image_file, c.image_offset, c.image_size, c.regenerated, "
                  "c.data "
                  f"FROM questions q JOIN cases c ON c.seq = q.case_seq {where} ORDER BY q.idx")
-        for (idx, qsplit, tid, text, options, answer, sha, image_file, offset, size, stale,
+        for (idx, qsplit, tid, text, options, answer, image_file, offset, size, stale,
              data) in self.db.execute(query, params):
             yield StoredQuestion(idx, qsplit, pickle.loads(data), tid, text, json.loads(options),
-                                 answer, sha, image_file, offset, size,
+                                 answer, image_file, offset, size,
                                  json.loads(stale) if stale is not None else None)
 
     def pair_question(self, pair_id: str) -> tuple[list[str], str] | None:

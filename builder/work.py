@@ -3,8 +3,9 @@
 A :class:`Task` carries everything a worker needs -- the source's context, a chunk of its items
 and the selection rule -- and pickles, so any executor (a spawned process pool, Ray) can run
 :func:`run_task`; nothing is inherited by fork or read from a module global. Results come back
-per item, in item order, with the PNGs already encoded and hashed and the item's own input files
-hashed for provenance (the worker has just read them: they are in the page cache).
+per item, in item order, with the PNGs already encoded (and a perceptual hash of each picture)
+and the item's own input files hashed for provenance (the worker has just read them: they are
+in the page cache). The PNGs' sha256 is taken later, by the TSV pieces that read them anyway.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """TSV assembly in pieces: whatever the cuts and whatever order the pieces are written in (by
-threads at once, with direct or buffered I/O), the TSV is the bytes the csv module writes."""
+threads at once, with direct or buffered I/O), the TSV is the bytes the csv module writes, and
+every image is hashed exactly once, by the piece its row starts in."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import random
 from contextlib import closing
@@ -78,8 +80,15 @@ def test_pieces_in_any_order_make_the_csv_module_bytes(tmp_path: Path, monkeypat
     assert all(p.end % BLOCK == 0 for p in pieces[:-1])
     assert all(len(p.rows) <= piece_rows + 1 for p in pieces)  # (+1: a row cut at its start)
     random.Random(piece + piece_rows).shuffle(pieces)
-    assert sum(write_piece(p) for p in pieces) == len(want)
+    written = [write_piece(p) for p in pieces]
+    assert sum(w.size for w in written) == len(want)
     assert path.read_bytes() == want
+    # each piece hashes the images of the rows that start in it, in row order: together, every
+    # image once (rows cut by a boundary are read by two pieces but hashed by one)
+    hashed = {p.start: w.sha256 for p, w in zip(pieces, written)}
+    in_file_order = [sha for start in sorted(hashed) for sha in hashed[start]]
+    assert in_file_order == [hashlib.sha256(base64.b64decode(r["image"])).hexdigest()
+                             for r in rows]
 
 
 def test_pieces_written_at_once_by_threads(tmp_path: Path) -> None:
@@ -88,7 +97,7 @@ def test_pieces_written_at_once_by_threads(tmp_path: Path) -> None:
     pieces = _plan(path, rows, images, BLOCK, 1000)
     assert len(pieces) > 8
     with closing(ThreadExecutor(4)) as threads:
-        sizes = list(threads.imap(write_piece, pieces))
+        sizes = [w.size for w in threads.imap(write_piece, pieces)]
     assert sizes == [p.end - p.start for p in pieces]  # results in task order
     assert path.read_bytes() == _csv_module_bytes(rows)
 

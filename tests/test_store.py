@@ -5,6 +5,7 @@ from a stream of records with memory that does not grow with their number."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import tracemalloc
 from collections import defaultdict
@@ -108,7 +109,7 @@ def test_outputs_are_written_from_a_stream_in_flat_memory(tmp_path: Path) -> Non
             r = record(case_id=f"c{i}", index=i, split="VAL" if i % 5 == 0 else "TEST",
                        test_view=view)
             yield r, StoredQuestion(i, r.split, case, r.template_id, r.question,
-                                    list(r.options), r.answer, r.image_sha256, "task.png", 0,
+                                    list(r.options), r.answer, "task.png", 0,
                                     len(png), None)
 
     seen: list[int] = []
@@ -124,6 +125,10 @@ def test_outputs_are_written_from_a_stream_in_flat_memory(tmp_path: Path) -> Non
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MB traced"
     rows = list(read_tsv_rows(tmp_path / "M_TEST.tsv"))
     assert len(rows) == 1 + 16_000 and rows[1][-1] == base64.b64encode(png).decode()
-    assert sum(1 for _ in open(tmp_path / "manifest.jsonl")) == 20_000
+    lines = open(tmp_path / "manifest.jsonl").read().splitlines()
+    assert len(lines) == 20_000
+    # every line's checksum was written in place by the piece holding its row (~20 pieces)
+    assert {ManifestRecord.from_json(line).image_sha256 for line in lines} == {
+        hashlib.sha256(png).hexdigest()}
     first = ManifestRecord.from_json(open(tmp_path / "manifest.jsonl").readline())
     assert first.index == 0 and first.split == "VAL"
